@@ -1,0 +1,103 @@
+"""EfficientNet feature extractor (B0–B7) that returns the P3, P4 and P5 feature maps."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import B0_STAGES, STEM_CHANNELS, BackboneConfig
+from .layers import SameConv2d, batch_norm
+
+WIDTH_DIVISOR = 8
+
+
+def round_channels(channels: int, width: float) -> int:
+    """Scale a channel count by the width multiplier, rounded to a multiple of 8 (never down by >10 %)."""
+    scaled = channels * width
+    rounded = max(WIDTH_DIVISOR, int(scaled + WIDTH_DIVISOR / 2) // WIDTH_DIVISOR * WIDTH_DIVISOR)
+    if rounded < 0.9 * scaled:
+        rounded += WIDTH_DIVISOR
+    return int(rounded)
+
+
+def round_repeats(repeats: int, depth: float) -> int:
+    return int(math.ceil(depth * repeats))
+
+
+class MBConvBlock(nn.Module):
+    """Mobile inverted bottleneck with squeeze-and-excitation; residual when shapes allow."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int,
+                 expand_ratio: int, se_ratio: float) -> None:
+        super().__init__()
+        hidden = in_channels * expand_ratio
+        if expand_ratio != 1:
+            self._expand_conv = SameConv2d(in_channels, hidden, 1, bias=False)
+            self._bn0 = batch_norm(hidden)
+        self._depthwise_conv = SameConv2d(hidden, hidden, kernel, stride=stride, groups=hidden, bias=False)
+        self._bn1 = batch_norm(hidden)
+        squeezed = max(1, int(in_channels * se_ratio))
+        self._se_reduce = SameConv2d(hidden, squeezed, 1)
+        self._se_expand = SameConv2d(squeezed, hidden, 1)
+        self._project_conv = SameConv2d(hidden, out_channels, 1, bias=False)
+        self._bn2 = batch_norm(out_channels)
+        self.expands = expand_ratio != 1
+        self.residual = stride == 1 and in_channels == out_channels
+        self.stride = stride
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        x = inputs
+        if self.expands:
+            x = F.silu(self._bn0(self._expand_conv(x)))
+        x = F.silu(self._bn1(self._depthwise_conv(x)))
+        squeezed = F.adaptive_avg_pool2d(x, 1)
+        squeezed = self._se_expand(F.silu(self._se_reduce(squeezed)))
+        x = torch.sigmoid(squeezed) * x
+        x = self._bn2(self._project_conv(x))
+        if self.residual:
+            x = x + inputs
+        return x
+
+
+class EfficientNetTrunk(nn.Module):
+    """Stem and MBConv blocks of EfficientNet; the classification top is not part of EfficientDet."""
+
+    def __init__(self, config: BackboneConfig) -> None:
+        super().__init__()
+        stem = round_channels(STEM_CHANNELS, config.width)
+        self._conv_stem = SameConv2d(3, stem, 3, stride=2, bias=False)
+        self._bn0 = batch_norm(stem)
+        blocks = []
+        for stage in B0_STAGES:
+            in_channels = round_channels(stage.in_channels, config.width)
+            out_channels = round_channels(stage.out_channels, config.width)
+            for index in range(round_repeats(stage.repeats, config.depth)):
+                blocks.append(MBConvBlock(
+                    in_channels if index == 0 else out_channels, out_channels, stage.kernel,
+                    stage.stride if index == 0 else 1, stage.expand_ratio, stage.se_ratio))
+        self._blocks = nn.ModuleList(blocks)
+
+
+class EfficientNetBackbone(nn.Module):
+    """Runs the trunk and keeps the outputs at strides 8, 16 and 32 (P3, P4, P5)."""
+
+    def __init__(self, config: BackboneConfig) -> None:
+        super().__init__()
+        self.model = EfficientNetTrunk(config)
+        blocks = self.model._blocks
+        # A stride-8/16 feature is the last output before the next down-sampling block; P5 is the final output.
+        downsampling = [i for i, block in enumerate(blocks) if block.stride == 2]
+        self.feature_indices = (downsampling[2] - 1, downsampling[3] - 1, len(blocks) - 1)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        trunk = self.model
+        x = F.silu(trunk._bn0(trunk._conv_stem(x)))
+        features = []
+        for index, block in enumerate(trunk._blocks):
+            x = block(x)
+            if index in self.feature_indices:
+                features.append(x)
+        return features

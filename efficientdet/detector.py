@@ -1,0 +1,140 @@
+"""The public API: load a checkpoint once, detect objects in decoded images of any size."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .anchors import AnchorCache
+from .boxes import select_detections, to_image_pixels
+from .config import DEFAULT_ANCHOR_RATIOS, DEFAULT_ANCHOR_SCALES, validate_input_size
+from .labels import COCO_LABELS
+from .model import EfficientDet
+from .optimize import optimize_for_inference
+from .preprocess import letterbox
+from .weights import build_from_state_dict, load_state_dict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Detection:
+    class_id: int
+    label: str
+    score: float
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in original-image pixels
+
+
+def _per_image(value: float | Sequence[float], count: int, name: str) -> list:
+    if isinstance(value, (int, float)):
+        return [value] * count
+    if len(value) != count:
+        raise ValueError(f"{name} has {len(value)} entries for {count} images")
+    return list(value)
+
+
+class Detector:
+    """EfficientDet with its pre- and post-processing; safe to share between threads."""
+
+    def __init__(self, model: EfficientDet, *, input_size: int | None = None, labels: Sequence[str] | None = None,
+                 anchor_scales: Sequence[float] | None = None,
+                 anchor_ratios: Sequence[tuple[float, float]] | None = None,
+                 device: str | torch.device = "cpu", half: bool = False, fast: bool = True) -> None:
+        config = model.config
+        self.config = config
+        self.input_size = validate_input_size(config, input_size or config.input_size)
+        self.device = torch.device(device)
+        if half and self.device.type != "cuda":
+            log.warning("half precision needs a CUDA device; running %s in float32 on %s", config.name, self.device)
+            half = False
+        self.dtype = torch.float16 if half else torch.float32
+        self.labels = tuple(labels) if labels is not None else COCO_LABELS
+        if len(self.labels) != model.num_classes:
+            raise ValueError(f"{len(self.labels)} labels given for a model with {model.num_classes} classes")
+        scales = tuple(anchor_scales or DEFAULT_ANCHOR_SCALES)
+        ratios = tuple(tuple(r) for r in (anchor_ratios or DEFAULT_ANCHOR_RATIOS))
+        if len(scales) * len(ratios) != model.num_anchors:
+            raise ValueError(f"{len(scales)} anchor scales × {len(ratios)} ratios do not make the "
+                             f"checkpoint's {model.num_anchors} anchors per location")
+        self.anchors = AnchorCache(config.levels, config.anchor_scale, scales, ratios)
+        self.fast = fast
+        model = model.to(self.device, self.dtype).eval()
+        self.model = optimize_for_inference(model) if fast else model
+        self.memory_format = torch.channels_last if fast else torch.contiguous_format
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, compound_coef: int = 0, *, device: str | torch.device = "cpu",
+                        half: bool = False, input_size: int | None = None, labels: Sequence[str] | None = None,
+                        anchor_scales: Sequence[float] | None = None,
+                        anchor_ratios: Sequence[tuple[float, float]] | None = None, fast: bool = True) -> Detector:
+        model = build_from_state_dict(load_state_dict(path), compound_coef)
+        return cls(model, input_size=input_size, labels=labels, anchor_scales=anchor_scales,
+                   anchor_ratios=anchor_ratios, device=device, half=half, fast=fast)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, list]:
+        """Letterbox RGB uint8 images into one (N, 3, S, S) batch on the model's device."""
+        size = self.input_size
+        canvases = np.empty((len(images), size, size, 3), dtype=np.float32)
+        boxes = [letterbox(image, size, out=canvas)[1] for image, canvas in zip(images, canvases)]
+        batch = torch.from_numpy(canvases).permute(0, 3, 1, 2)
+        batch = batch.to(self.device, self.dtype, non_blocking=True).contiguous(memory_format=self.memory_format)
+        return batch, boxes
+
+    def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(regression, class logits, anchors) for a preprocessed batch."""
+        with torch.inference_mode():
+            regression, class_logits = self.model(batch)
+        return regression, class_logits, self.anchors.get(batch.shape[-1], batch.device, self.dtype)
+
+    def detect(self, images: Sequence[np.ndarray], score_threshold: float | Sequence[float] = 0.2,
+               iou_threshold: float | Sequence[float] = 0.2, max_detections: int | Sequence[int] = 100,
+               timings: dict[str, float] | None = None) -> list[list[Detection]]:
+        """Detections per image (RGB uint8 arrays of any sizes), sorted by score, boxes in image pixels.
+
+        Thresholds may be one value or one per image. `timings` receives seconds per stage.
+        """
+        if not images:
+            return []
+        count = len(images)
+        thresholds = _per_image(score_threshold, count, "score_threshold")
+        ious = _per_image(iou_threshold, count, "iou_threshold")
+        limits = _per_image(max_detections, count, "max_detections")
+        clock = time.perf_counter()
+        batch, placements = self.preprocess(images)
+        preprocessed = time.perf_counter()
+        regression, class_logits, anchors = self.forward(batch)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        network = time.perf_counter()
+        results = []
+        with torch.inference_mode():
+            for i, placement in enumerate(placements):
+                boxes, scores, classes = select_detections(
+                    class_logits[i], regression[i], anchors, self.input_size, thresholds[i], ious[i])
+                boxes, non_empty = to_image_pixels(boxes, placement.scale_x, placement.scale_y,
+                                                   placement.width, placement.height)
+                kept = torch.nonzero(non_empty).squeeze(1)[:limits[i]]
+                results.append([
+                    Detection(c, self.labels[c], s, tuple(b))
+                    for b, s, c in zip(boxes[kept].tolist(), scores[kept].tolist(), classes[kept].tolist())
+                ])
+        done = time.perf_counter()
+        if timings is not None:
+            timings["preprocess"] = timings.get("preprocess", 0.0) + preprocessed - clock
+            timings["network"] = timings.get("network", 0.0) + network - preprocessed
+            timings["nms"] = timings.get("nms", 0.0) + done - network
+        return results

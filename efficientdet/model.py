@@ -1,0 +1,35 @@
+"""The EfficientDet network: EfficientNet backbone, BiFPN, box and class heads."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .backbone import EfficientNetBackbone
+from .bifpn import BiFPNCell
+from .config import EfficientDetConfig
+from .head import PredictionHead
+
+
+class EfficientDet(nn.Module):
+    """Maps a normalised (N, 3, S, S) batch to per-anchor box regression and class logits.
+
+    Module names follow the published Yet-Another-EfficientDet-Pytorch checkpoints, so their
+    state dicts load with strict=True.
+    """
+
+    def __init__(self, config: EfficientDetConfig, num_classes: int = 90, num_anchors: int = 9) -> None:
+        super().__init__()
+        self.config = config
+        self.num_classes = num_classes
+        self.num_anchors = num_anchors
+        self.bifpn = nn.Sequential(*(BiFPNCell(config, first=i == 0) for i in range(config.fpn_repeats)))
+        levels = len(config.levels)
+        self.regressor = PredictionHead(config.fpn_channels, config.head_repeats, levels, num_anchors, 4)
+        self.classifier = PredictionHead(config.fpn_channels, config.head_repeats, levels, num_anchors, num_classes)
+        self.backbone_net = EfficientNetBackbone(config.backbone_config)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (regression (N, A, 4) as dy, dx, dh, dw; class logits (N, A, num_classes))."""
+        features = self.bifpn(self.backbone_net(images))
+        return self.regressor(features), self.classifier(features)

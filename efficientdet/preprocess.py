@@ -1,0 +1,57 @@
+"""Letterboxing: resize the longer side to the network input size, pad bottom/right with zeros."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How an image was placed on the square network canvas."""
+
+    width: int
+    height: int
+    resized_width: int
+    resized_height: int
+
+    @property
+    def scale_x(self) -> float:
+        return self.resized_width / self.width
+
+    @property
+    def scale_y(self) -> float:
+        return self.resized_height / self.height
+
+
+def letterbox_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """(width, height) after scaling the longer side to `size`, the other truncated to an integer."""
+    if width > height:
+        return size, int(size / width * height)
+    return int(size / height * width), size
+
+
+def letterbox(image: np.ndarray, size: int, out: np.ndarray | None = None) -> tuple[np.ndarray, Letterbox]:
+    """Normalised (size, size, 3) float32 canvas of an RGB uint8 (H, W, 3) image.
+
+    The image is resized as float32 pixels (OpenCV bilinear), then normalised with the ImageNet
+    mean and std; the padding is zero after normalisation. `out` may supply the canvas.
+    """
+    height, width = image.shape[:2]
+    resized_width, resized_height = letterbox_size(width, height, size)
+    pixels = image.astype(np.float32)
+    if (resized_width, resized_height) != (width, height):
+        pixels = cv2.resize(pixels, (resized_width, resized_height), interpolation=cv2.INTER_LINEAR)
+    canvas = np.zeros((size, size, 3), dtype=np.float32) if out is None else out
+    canvas[resized_height:] = 0
+    canvas[:resized_height, resized_width:] = 0
+    region = canvas[:resized_height, :resized_width]
+    np.divide(pixels, 255, out=region)
+    region -= MEAN
+    region /= STD
+    return canvas, Letterbox(width, height, resized_width, resized_height)

@@ -1,0 +1,155 @@
+"""The model package against the reference fixtures: state-dict layout, raw outputs, detections."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+from matching import unmatched
+
+from efficientdet import COCO_LABELS, CheckpointError, Detector, EfficientDet, get_config
+from efficientdet.anchors import generate_anchors
+from efficientdet.config import DEFAULT_ANCHOR_RATIOS, DEFAULT_ANCHOR_SCALES
+from efficientdet.weights import build_from_state_dict, load_state_dict, weights_url
+
+
+@pytest.mark.parametrize("coef", range(9))
+def test_state_dict_matches_reference_layout(reference, coef):
+    expected = json.loads((reference / f"efficientdet-d{coef}.keys.json").read_text())
+    actual = {key: list(value.shape) for key, value in EfficientDet(get_config(coef)).state_dict().items()}
+    assert set(actual) == set(expected)
+    assert {k: v for k, v in actual.items() if expected[k] != v} == {}
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_raw_outputs_match_reference(reference, fast):
+    raw = np.load(reference / "d0-raw-128.npz")
+    detector = Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0, input_size=128, fast=fast)
+    batch = torch.from_numpy(raw["input"]).contiguous(memory_format=detector.memory_format)
+    regression, class_logits, anchors = detector.forward(batch)
+    np.testing.assert_allclose(regression.numpy(), raw["regression"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(torch.sigmoid(class_logits).numpy(), raw["classification"], atol=1e-4, rtol=0)
+    assert np.array_equal(anchors.numpy()[None], raw["anchors"])
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_coffee_detections_match_reference(reference, coffee, fast):
+    expected = json.loads((reference / "d0-coffee.json").read_text())
+    detector = Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0, fast=fast)
+    detections = detector.detect([coffee], score_threshold=0.2, iou_threshold=0.2)[0]
+    assert (expected["width"], expected["height"]) == (coffee.shape[1], coffee.shape[0])
+    assert len(detections) > 0
+    assert unmatched(expected["detections"], detections, expected["width"], expected["height"]) == []
+    assert [d.score for d in detections] == sorted((d.score for d in detections), reverse=True)
+    for d in detections:
+        x1, y1, x2, y2 = d.box
+        assert 0 <= x1 < x2 <= 600 and 0 <= y1 < y2 <= 400
+        assert d.label == COCO_LABELS[d.class_id]
+
+
+def test_batching_changes_nothing(reference, coffee):
+    detector = Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0)
+    other = np.ascontiguousarray(coffee[50:350, 100:550][::-1])  # a different size and content
+    together = detector.detect([coffee, other], score_threshold=0.2, iou_threshold=0.2)
+    alone = [detector.detect([image], 0.2, 0.2)[0] for image in (coffee, other)]
+    for image, batched, single in zip((coffee, other), together, alone):
+        assert len(single) > 0
+        assert unmatched(as_dicts(single), batched, image.shape[1], image.shape[0]) == []
+
+
+def as_dicts(detections):
+    return [{"class_id": d.class_id, "score": d.score, "box": list(d.box)} for d in detections]
+
+
+def test_thresholds_per_image_and_max_detections(reference, coffee):
+    detector = Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0)
+    loose, strict, capped = detector.detect([coffee] * 3, score_threshold=[0.2, 0.28, 0.2], max_detections=[100, 100, 3])
+    assert len(loose) > len(strict) > 0
+    assert all(d.score > 0.28 for d in strict)
+    assert len(capped) == 3
+    assert unmatched(as_dicts(loose[:3]), capped, coffee.shape[1], coffee.shape[0]) == []
+
+
+def test_custom_input_size(reference, coffee):
+    detector = Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0, input_size=640)
+    assert detector.input_size == 640
+    assert detector.detect([coffee], 0.2, 0.2)[0]
+    with pytest.raises(ValueError, match="multiple of 128"):
+        Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0, input_size=500)
+
+
+def test_d8_needs_multiples_of_256():
+    model = EfficientDet(get_config(8))
+    with pytest.raises(ValueError, match="multiple of 256"):
+        Detector(model, input_size=1408)
+
+
+def test_legacy_torch_1_4_file_loads_weights_only(reference, tmp_path):
+    state_dict = load_state_dict(reference / "efficientdet-d0.pth")
+    legacy = tmp_path / "legacy.pth"
+    torch.save(state_dict, legacy, _use_new_zipfile_serialization=False)
+    model = build_from_state_dict(load_state_dict(legacy), 0)
+    assert torch.equal(model.state_dict()["classifier.header.pointwise_conv.conv.bias"],
+                       state_dict["classifier.header.pointwise_conv.conv.bias"])
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_checkpoint_cannot_run_code(tmp_path):
+    evil = tmp_path / "evil.pth"
+    torch.save({"x": Payload()}, evil)
+    with pytest.raises(CheckpointError, match="weights-only"):
+        load_state_dict(evil)
+
+
+def test_wrong_coefficient_is_a_clear_error(reference):
+    with pytest.raises(CheckpointError, match="efficientdet-d1"):
+        Detector.from_checkpoint(reference / "efficientdet-d0.pth", 1)
+
+
+def test_one_class_custom_model_loads(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "faces.pth"
+    torch.save(EfficientDet(get_config(0), num_classes=1).state_dict(), path)
+    detector = Detector.from_checkpoint(path, 0, labels=["face"], input_size=256)
+    assert detector.num_classes == 1
+    results = detector.detect([np.zeros((100, 80, 3), np.uint8)], score_threshold=0.0, max_detections=5)
+    assert len(results[0]) == 5 and {d.label for d in results[0]} == {"face"}
+
+
+def test_custom_anchor_count_must_match(tmp_path):
+    path = tmp_path / "anchors.pth"
+    torch.save(EfficientDet(get_config(0), num_anchors=6).state_dict(), path)
+    assert Detector.from_checkpoint(path, 0, anchor_scales=[1.0, 1.5]).anchors.scales == (1.0, 1.5)
+    with pytest.raises(ValueError, match="anchors per location"):
+        Detector.from_checkpoint(path, 0)
+
+
+def test_anchors_are_generated_in_reference_order():
+    anchors = generate_anchors(128, range(3, 8), 4.0, DEFAULT_ANCHOR_SCALES, DEFAULT_ANCHOR_RATIOS)
+    assert anchors.shape == (9 * (16 * 16 + 8 * 8 + 4 * 4 + 2 * 2 + 1), 4)
+    first = anchors[0].tolist()  # P3, row 0, column 0, scale 1, ratio (1, 1): a 32-pixel box around (4, 4)
+    assert first == [4 - 16, 4 - 16, 4 + 16, 4 + 16]
+
+
+def test_half_precision_on_cpu_falls_back_with_one_warning(reference, caplog):
+    with caplog.at_level(logging.WARNING):
+        detector = Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0, half=True)
+    assert detector.dtype == torch.float32
+    assert sum("half precision" in r.message for r in caplog.records) == 1
+
+
+def test_coco_labels():
+    assert len(COCO_LABELS) == 90 and COCO_LABELS[0] == "person" and COCO_LABELS[11] == ""
+    assert COCO_LABELS[89] == "toothbrush"
+
+
+def test_weights_urls_point_at_the_published_releases():
+    assert weights_url(0).endswith("/1.0/efficientdet-d0.pth")
+    assert weights_url(8).endswith("/1.2/efficientdet-d8.pth")
