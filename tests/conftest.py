@@ -24,3 +24,44 @@ def reference() -> Path:
 @pytest.fixture(scope="session")
 def coffee(reference: Path) -> np.ndarray:
     return np.asarray(Image.open(reference / "coffee.png").convert("RGB"))
+
+
+USER_BUCKET = "videoblocks-ml"
+USER_KEY = "data/object-detection-research/videoblocks/dev/sampled-items/jpg/fps-method-01/000023419/000216-9.0090.jpg"
+SAMPLE_IMAGE = REPO / "samples" / "coffee.jpg"
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real SeaweedFS S3 server on loopback holding the users' sample object."""
+    from localrun.s3server import SeaweedS3
+
+    with SeaweedS3() as server:
+        server.put(USER_BUCKET, USER_KEY, SAMPLE_IMAGE.read_bytes())
+        yield server
+
+
+@pytest.fixture(scope="session")
+def untrained_model_dir(tmp_path_factory) -> Path:
+    """A read-only model dir as SageMaker unpacks it, with deterministic UNTRAINED D0 weights."""
+    from localrun.model_dir import assemble_model_dir
+
+    model_dir = assemble_model_dir(tmp_path_factory.mktemp("model") / "model", coef=0)
+    yield model_dir
+    make_writable(model_dir)
+
+
+@pytest.fixture(scope="session")
+def reference_model_dir(tmp_path_factory, reference) -> Path:
+    """A read-only model dir holding the reference D0 checkpoint (deterministic, untrained, realistic scores)."""
+    from localrun.model_dir import assemble_model_dir
+
+    model_dir = assemble_model_dir(tmp_path_factory.mktemp("model") / "model", coef=0,
+                                   weights=reference / "efficientdet-d0.pth")
+    yield model_dir
+    make_writable(model_dir)
+
+
+def make_writable(path: Path) -> None:
+    for p in [path, *path.rglob("*")]:
+        p.chmod(p.stat().st_mode | 0o200)

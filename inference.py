@@ -1,0 +1,48 @@
+"""SageMaker entry point (sagemaker-inference toolkit contract) for EfficientDet object detection.
+
+model_fn loads the checkpoint once per worker; input_fn parses CSV / JSON / JSON Lines / image
+bodies; predict_fn fetches the images from S3 and detects; output_fn serialises the detections.
+Client errors are raised as GenericInferenceToolkitError so the toolkit answers with their status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import torch
+
+from serving.requests import parse_request
+from serving.responses import negotiate, serialise
+from serving.service import UNTRAINED_WARNING, DetectionService, Prediction
+from serving.settings import load_settings, max_images_per_request
+
+log = logging.getLogger("efficientdet.serving")
+
+
+def model_fn(model_dir: str) -> DetectionService:
+    settings = load_settings(model_dir)
+    torch.set_num_threads(settings.num_threads)
+    return DetectionService.load(model_dir, settings)
+
+
+def input_fn(input_data: str | bytes, content_type: str):
+    return parse_request(input_data, content_type, max_images_per_request())
+
+
+def predict_fn(data, model: DetectionService) -> Prediction:
+    requests, several = data
+    return model.predict(requests, several)
+
+
+def output_fn(prediction: Prediction, accept: str) -> tuple[str, str]:
+    content_type = negotiate(accept)
+    start = time.perf_counter()
+    body = serialise(prediction.results, prediction.several, content_type)
+    timings = dict(prediction.timings, serialise=time.perf_counter() - start)
+    errors = [r["error"]["status"] for r in prediction.results if "error" in r]
+    log.info("detected images=%d errors=%s timings_ms=%s%s", len(prediction.results), errors,
+             json.dumps({k: round(v * 1000, 2) if k != "batches" else v for k, v in timings.items()}),
+             f" {UNTRAINED_WARNING}" if prediction.untrained else "")
+    return body, content_type

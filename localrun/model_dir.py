@@ -1,0 +1,56 @@
+"""Assembling a model dir exactly as SageMaker unpacks model.tar.gz: checkpoint at the root, code in code/."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import stat
+from pathlib import Path
+
+from efficientdet.weights import write_untrained_checkpoint
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[1]
+CODE_FILES = ("inference.py",)
+CODE_PACKAGES = ("efficientdet", "serving")
+CODE_REQUIREMENTS = REPO / "requirements" / "model.txt"
+
+
+def copy_code(code_dir: Path) -> None:
+    """inference.py, our packages (no caches) and the archive's requirements.txt into code_dir."""
+    code_dir.mkdir(parents=True, exist_ok=True)
+    for name in CODE_FILES:
+        shutil.copy2(REPO / name, code_dir / name)
+    for package in CODE_PACKAGES:
+        shutil.copytree(REPO / package, code_dir / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copy2(CODE_REQUIREMENTS, code_dir / "requirements.txt")
+
+
+def assemble_model_dir(target: str | Path, coef: int = 0, weights: str | Path | None = None,
+                       read_only: bool = True, requirements: bool = False) -> Path:
+    """A model dir with the checkpoint (given, or UNTRAINED generated weights) and code/.
+
+    requirements=False leaves code/requirements.txt out, so that the toolkit does not pip-install
+    at start-up (everything is in the serving venv already); the archive keeps it.
+    """
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=False)
+    checkpoint = target / f"efficientdet-d{coef}.pth"
+    if weights:
+        shutil.copy2(weights, checkpoint)
+    else:
+        write_untrained_checkpoint(coef, checkpoint)
+        (target / "efficientdet.json").write_text(json.dumps({"compound_coef": coef, "untrained": True}) + "\n")
+    copy_code(target / "code")
+    if not requirements:
+        (target / "code" / "requirements.txt").unlink()
+    if read_only:
+        make_read_only(target)
+    return target
+
+
+def make_read_only(path: Path) -> None:
+    for p in sorted([path, *path.rglob("*")], reverse=True):
+        p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))

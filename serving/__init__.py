@@ -1,0 +1,1 @@
+"""Request handling for the SageMaker EfficientDet endpoint: parsing, S3, validation, responses."""

@@ -1,0 +1,208 @@
+"""Parsing request bodies (CSV, JSON, JSON Lines, raw image bytes) into image requests."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+
+from .errors import RequestError, bad_request, too_large
+
+CSV = "text/csv"
+JSON = "application/json"
+JSON_LINES = ("application/jsonlines", "application/x-jsonlines", "application/jsonl")
+IMAGE_TYPES = ("image/jpeg", "image/png", "application/x-image")
+SUPPORTED_CONTENT_TYPES = (CSV, JSON, *JSON_LINES, *IMAGE_TYPES)
+
+FIELDS = {"bucket", "key", "s3_uri", "pred_threshold", "iou_threshold", "max_detections", "classes"}
+BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+MAX_KEY_BYTES = 1024
+MAX_DETECTIONS_LIMIT = 10_000
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """One image to detect in: an S3 object or bytes sent inline, with per-image options."""
+
+    bucket: str | None = None
+    key: str | None = None
+    image_bytes: bytes | None = None
+    pred_threshold: float | None = None
+    iou_threshold: float | None = None
+    max_detections: int | None = None
+    classes: tuple[str | int, ...] | None = None
+    error: RequestError | None = None
+
+    @property
+    def source(self) -> str | None:
+        return f"s3://{self.bucket}/{self.key}" if self.bucket is not None else None
+
+
+def media_type(content_type: str | None) -> str:
+    """'text/csv; charset=utf-8' → 'text/csv'."""
+    return (content_type or "").split(";")[0].strip().lower()
+
+
+def validate_location(bucket: object, key: object) -> tuple[str, str]:
+    if not isinstance(bucket, str) or not bucket.strip():
+        raise bad_request("bucket is missing or empty")
+    if not isinstance(key, str) or not key.strip():
+        raise bad_request("key is missing or empty")
+    bucket, key = bucket.strip(), key.strip()
+    if not BUCKET_NAME.match(bucket) or ".." in bucket:
+        raise bad_request(f"invalid bucket name {bucket[:80]!r}: 3-63 lowercase letters, digits, dots and hyphens")
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise bad_request(f"key is longer than {MAX_KEY_BYTES} bytes")
+    if CONTROL_CHARACTERS.search(key):
+        raise bad_request("key contains control characters")
+    return bucket, key
+
+
+def parse_s3_location(text: str) -> tuple[str, str]:
+    """'s3://bucket/key' or 'bucket/key' → (bucket, key)."""
+    text = text.strip()
+    if text.startswith("s3://"):
+        text = text[len("s3://"):]
+    elif "://" in text:
+        raise bad_request(f"unsupported location {text[:80]!r}: expected s3://bucket/key or bucket/key")
+    bucket, _, key = text.partition("/")
+    return validate_location(bucket, key)
+
+
+def _threshold(item: dict, name: str) -> float | None:
+    value = item.get(name)
+    if value is None and name not in item:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= 1:
+        raise bad_request(f"{name} must be a number in [0, 1], got {json.dumps(value)[:40]}")
+    return float(value)
+
+
+def _max_detections(item: dict) -> int | None:
+    if "max_detections" not in item:
+        return None
+    value = item["max_detections"]
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DETECTIONS_LIMIT:
+        raise bad_request(f"max_detections must be an integer from 1 to {MAX_DETECTIONS_LIMIT}, got {json.dumps(value)[:40]}")
+    return value
+
+
+def _classes(item: dict) -> tuple[str | int, ...] | None:
+    if "classes" not in item:
+        return None
+    value = item["classes"]
+    if not isinstance(value, list) or not value or not all(
+            isinstance(c, str) or (isinstance(c, int) and not isinstance(c, bool)) for c in value):
+        raise bad_request("classes must be a non-empty list of label names or class ids")
+    return tuple(value)
+
+
+def parse_object(item: object) -> ImageRequest:
+    """One JSON request object → ImageRequest, or RequestError(400) naming the problem."""
+    if not isinstance(item, dict):
+        raise bad_request(f"each request must be a JSON object, got {type(item).__name__}")
+    unknown = sorted(set(item) - FIELDS)
+    if unknown:
+        raise bad_request(f"unknown field {unknown[0][:60]!r}; allowed fields: {', '.join(sorted(FIELDS))}")
+    if "s3_uri" in item:
+        if "bucket" in item or "key" in item:
+            raise bad_request("give either s3_uri or bucket and key, not both")
+        if not isinstance(item["s3_uri"], str) or not item["s3_uri"].strip().startswith("s3://"):
+            raise bad_request("s3_uri must be a string of the form s3://bucket/key")
+        bucket, key = parse_s3_location(item["s3_uri"])
+    else:
+        bucket, key = validate_location(item.get("bucket"), item.get("key"))
+    return ImageRequest(
+        bucket=bucket, key=key,
+        pred_threshold=_threshold(item, "pred_threshold"),
+        iou_threshold=_threshold(item, "iou_threshold"),
+        max_detections=_max_detections(item),
+        classes=_classes(item),
+    )
+
+
+def _decode_text(body: str | bytes) -> str:
+    if isinstance(body, str):
+        return body
+    try:
+        return bytes(body).decode("utf-8")
+    except UnicodeDecodeError:
+        raise bad_request("request body is not valid UTF-8 text") from None
+
+
+def _load_json(text: str, what: str) -> object:
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise bad_request(f"{what} is nested too deeply") from None
+    except ValueError as error:
+        if isinstance(error, RequestError):
+            raise
+        raise bad_request(f"{what} is not valid JSON: {error}") from None
+
+
+def _reject_constant(name: str) -> float:
+    raise bad_request(f"{name} is not a valid JSON number")
+
+
+def _several(entries: list, parse) -> list[ImageRequest]:
+    """Several images: a bad entry is kept in its place as an error, unless every entry is bad."""
+    requests = []
+    for entry in entries:
+        try:
+            requests.append(parse(entry))
+        except RequestError as error:
+            requests.append(ImageRequest(error=error))
+    if all(r.error for r in requests):
+        raise requests[0].error
+    return requests
+
+
+def _location(line: str) -> ImageRequest:
+    return ImageRequest(*parse_s3_location(line))
+
+
+def _json_line(number_and_line: tuple[int, str]) -> ImageRequest:
+    number, line = number_and_line
+    return parse_object(_load_json(line, f"line {number}"))
+
+
+def _check_count(count: int, max_images: int) -> None:
+    if count == 0:
+        raise bad_request("the request lists no images")
+    if count > max_images:
+        raise too_large(f"{count} images in one request; at most {max_images} are allowed")
+
+
+def parse_request(body: str | bytes | bytearray, content_type: str | None,
+                  max_images: int = 1000) -> tuple[list[ImageRequest], bool]:
+    """(image requests in order, whether the body listed several) for a request body.
+
+    A body that lists one image raises its error; in a body that lists several, a bad entry
+    becomes an error in its place.
+    """
+    kind = media_type(content_type)
+    if kind in IMAGE_TYPES:
+        if not body:
+            raise bad_request("request body is empty: expected image bytes")
+        return [ImageRequest(image_bytes=bytes(body))], False
+    if kind not in (CSV, JSON, *JSON_LINES):
+        raise RequestError(415, f"unsupported content type {content_type!r}; use one of {', '.join(SUPPORTED_CONTENT_TYPES)}")
+    text = _decode_text(body)
+    if not text.strip():
+        raise bad_request("request body is empty")
+    if kind == JSON:
+        parsed = _load_json(text, "request body")
+        if not isinstance(parsed, list):
+            return [parse_object(parsed)], False
+        _check_count(len(parsed), max_images)
+        return _several(parsed, parse_object), True
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    _check_count(len(lines), max_images)
+    parse = _location if kind == CSV else _json_line
+    entries = lines if kind == CSV else list(enumerate(lines, 1))
+    if len(entries) == 1:
+        return [parse(entries[0])], False
+    return _several(entries, parse), True

@@ -1,0 +1,81 @@
+"""Reading image objects from S3: one client per process, bounded timeouts, errors as HTTP statuses."""
+
+from __future__ import annotations
+
+import threading
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+from urllib3.exceptions import ProtocolError
+
+from .errors import RequestError, forbidden, not_found, too_large
+
+NOT_FOUND_CODES = {"NoSuchKey", "NoSuchBucket", "404", "NotFound"}
+FORBIDDEN_CODES = {"AccessDenied", "403", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                   "AccountProblem", "InvalidObjectState", "ExpiredToken", "InvalidToken"}
+UNAVAILABLE_CODES = {"SlowDown", "ServiceUnavailable", "503", "RequestTimeout"}
+
+_client = None
+_client_lock = threading.Lock()
+clients_created = 0
+
+
+def s3_client(connect_timeout: float, read_timeout: float, max_attempts: int, max_pool: int):
+    """The process-wide S3 client (created on first use; AWS_ENDPOINT_URL_S3 is honoured by boto3)."""
+    global _client, clients_created
+    with _client_lock:
+        if _client is None:
+            config = Config(connect_timeout=connect_timeout, read_timeout=read_timeout,
+                            retries={"max_attempts": max_attempts, "mode": "standard"},
+                            max_pool_connections=max_pool)
+            _client = boto3.session.Session().client("s3", config=config)
+            clients_created += 1
+        return _client
+
+
+def _client_error(error: ClientError, source: str) -> RequestError:
+    code = str(error.response.get("Error", {}).get("Code", ""))
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if code in NOT_FOUND_CODES or status == 404:
+        return not_found(f"{source} does not exist ({code or status})")
+    if code in FORBIDDEN_CODES or status == 403:
+        return forbidden(f"access to {source} is denied by S3 ({code or status})")
+    if code in UNAVAILABLE_CODES or status == 503:
+        return RequestError(503, f"S3 is unavailable reading {source} ({code or status}); try again")
+    return RequestError(502, f"S3 failed reading {source} ({code or status})")
+
+
+def fetch_object(client, bucket: str, key: str, max_bytes: int) -> bytes:
+    """The object's bytes; RequestError 404/403/413/502/503/504 when S3 cannot provide them."""
+    source = f"s3://{bucket}/{key}"
+    try:
+        response = client.get_object(Bucket=bucket, Key=key)
+        body = response["Body"]
+        with body:
+            if response.get("ContentLength", 0) > max_bytes:
+                raise too_large(f"{source} is {response['ContentLength']} bytes; the limit is {max_bytes}")
+            data = body.read(max_bytes + 1)
+    except ClientError as error:
+        raise _client_error(error, source) from None
+    except (ReadTimeoutError, ConnectTimeoutError):
+        raise RequestError(504, f"S3 did not answer in time reading {source}") from None
+    except (EndpointConnectionError, ConnectionClosedError, ProtocolError):
+        raise RequestError(503, f"S3 is unavailable (connection failed) reading {source}") from None
+    except NoCredentialsError:
+        raise RequestError(503, "S3 cannot be read: the server has no AWS credentials") from None
+    except BotoCoreError as error:
+        raise RequestError(502, f"S3 failed reading {source}: {type(error).__name__}") from None
+    if len(data) > max_bytes:
+        raise too_large(f"{source} is larger than the limit of {max_bytes} bytes")
+    if not data:
+        raise RequestError(400, f"{source} is empty (0 bytes)")
+    return data

@@ -1,0 +1,165 @@
+"""Handler configuration from the environment (and the model dir's optional efficientdet.json)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from efficientdet.config import get_config, validate_input_size
+
+MODEL_CONFIG_FILE = "efficientdet.json"
+MODEL_CONFIG_FIELDS = {"compound_coef", "weights", "labels", "anchor_scales", "anchor_ratios", "input_size", "untrained"}
+
+
+class ConfigurationError(ValueError):
+    """A bad setting: the message names the variable and the values it allows."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    compound_coef: int = 0
+    weights: str = "efficientdet-d0.pth"
+    input_size: int = 512
+    pred_threshold: float = 0.2
+    iou_threshold: float = 0.2
+    max_detections: int = 100
+    use_float16: bool = False
+    allowed_buckets: frozenset[str] = frozenset()
+    max_image_bytes: int = 50_000_000
+    max_image_pixels: int = 100_000_000
+    max_images_per_request: int = 1000
+    batch_size: int = 8
+    s3_connect_timeout: float = 5.0
+    s3_read_timeout: float = 20.0
+    s3_max_attempts: int = 3
+    s3_max_concurrency: int = 8
+    labels: tuple[str, ...] | None = None
+    anchor_scales: tuple[float, ...] | None = None
+    anchor_ratios: tuple[tuple[float, float], ...] | None = None
+    untrained: bool = False
+    num_threads: int = 1
+
+
+def _integer(env: Mapping[str, str], name: str, default: int, low: int, high: int | None = None) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    allowed = f"an integer from {low} to {high}" if high is not None else f"an integer >= {low}"
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not valid: expected {allowed}") from None
+    if value < low or (high is not None and value > high):
+        raise ConfigurationError(f"{name}={raw!r} is not valid: expected {allowed}")
+    return value
+
+
+def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not low <= value <= high:
+        raise ConfigurationError(f"{name}={raw!r} is not valid: expected a number in [{low}, {high}]")
+    return value
+
+
+def _boolean(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("true", "1"):
+        return True
+    if raw in ("false", "0"):
+        return False
+    raise ConfigurationError(f"{name}={env[name]!r} is not valid: expected one of true, false, 1, 0")
+
+
+def max_images_per_request(env: Mapping[str, str] = os.environ) -> int:
+    return _integer(env, "MAX_IMAGES_PER_REQUEST", 1000, 1)
+
+
+def default_num_threads(env: Mapping[str, str] = os.environ) -> int:
+    """Torch threads per worker: the cores shared out among the model server's workers."""
+    cores = os.cpu_count() or 1
+    workers = _integer(env, "SAGEMAKER_MODEL_SERVER_WORKERS", cores, 1)
+    return _integer(env, "EFFICIENTDET_NUM_THREADS", max(1, cores // workers), 1)
+
+
+def read_model_config(model_dir: str | os.PathLike) -> dict:
+    """The optional efficientdet.json beside the checkpoint, validated field by field."""
+    path = Path(model_dir) / MODEL_CONFIG_FILE
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ConfigurationError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(config, dict):
+        raise ConfigurationError(f"{path} must hold a JSON object")
+    unknown = set(config) - MODEL_CONFIG_FIELDS
+    if unknown:
+        raise ConfigurationError(f"{path}: unknown field(s) {sorted(unknown)}; allowed: {sorted(MODEL_CONFIG_FIELDS)}")
+    labels = config.get("labels")
+    if labels is not None and not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
+        raise ConfigurationError(f"{path}: labels must be a list of strings")
+    scales = config.get("anchor_scales")
+    if scales is not None and not (isinstance(scales, list) and scales and all(isinstance(x, (int, float)) for x in scales)):
+        raise ConfigurationError(f"{path}: anchor_scales must be a non-empty list of numbers")
+    ratios = config.get("anchor_ratios")
+    if ratios is not None and not (isinstance(ratios, list) and ratios and all(
+            isinstance(r, list) and len(r) == 2 and all(isinstance(x, (int, float)) for x in r) for r in ratios)):
+        raise ConfigurationError(f"{path}: anchor_ratios must be a non-empty list of [x, y] pairs")
+    return config
+
+
+def load_settings(model_dir: str | os.PathLike, env: Mapping[str, str] = os.environ) -> Settings:
+    """Settings for a model dir; ConfigurationError names the variable and its allowed values."""
+    model_config = read_model_config(model_dir)
+    coef = _integer(env, "EFFICIENTDET_COMPOUND_COEF", model_config.get("compound_coef", 0), 0, 8)
+    if "compound_coef" in model_config and coef != model_config["compound_coef"]:
+        raise ConfigurationError(
+            f"EFFICIENTDET_COMPOUND_COEF={coef} contradicts compound_coef={model_config['compound_coef']} "
+            f"in {MODEL_CONFIG_FILE}: set one of them")
+    config = get_config(coef)
+    weights = env.get("EFFICIENTDET_WEIGHTS", "").strip() or model_config.get("weights") or f"efficientdet-d{coef}.pth"
+    if Path(weights).name != weights:
+        raise ConfigurationError(f"EFFICIENTDET_WEIGHTS={weights!r} is not valid: expected a file name inside the model dir")
+    input_size = _integer(env, "EFFICIENTDET_INPUT_SIZE", model_config.get("input_size", config.input_size), 1)
+    try:
+        validate_input_size(config, input_size)
+    except ValueError:
+        raise ConfigurationError(
+            f"EFFICIENTDET_INPUT_SIZE={input_size} is not valid: expected a multiple of {config.size_multiple}") from None
+    buckets = frozenset(b.strip() for b in env.get("ALLOWED_BUCKETS", "").split(",") if b.strip())
+    ratios = model_config.get("anchor_ratios")
+    return Settings(
+        compound_coef=coef,
+        weights=weights,
+        input_size=input_size,
+        pred_threshold=_number(env, "DEFAULT_PRED_THRESHOLD", 0.2, 0.0, 1.0),
+        iou_threshold=_number(env, "DEFAULT_IOU_THRESHOLD", 0.2, 0.0, 1.0),
+        max_detections=_integer(env, "DEFAULT_MAX_DETECTIONS", 100, 1),
+        use_float16=_boolean(env, "USE_FLOAT16", False),
+        allowed_buckets=buckets,
+        max_image_bytes=_integer(env, "MAX_IMAGE_BYTES", 50_000_000, 1),
+        max_image_pixels=_integer(env, "MAX_IMAGE_PIXELS", 100_000_000, 1),
+        max_images_per_request=max_images_per_request(env),
+        batch_size=_integer(env, "BATCH_SIZE", 8, 1, 256),
+        s3_connect_timeout=_number(env, "S3_CONNECT_TIMEOUT", 5.0, 0.1, 300.0),
+        s3_read_timeout=_number(env, "S3_READ_TIMEOUT", 20.0, 0.1, 300.0),
+        s3_max_attempts=_integer(env, "S3_MAX_ATTEMPTS", 3, 1, 10),
+        s3_max_concurrency=_integer(env, "S3_MAX_CONCURRENCY", 8, 1, 64),
+        labels=tuple(model_config["labels"]) if "labels" in model_config else None,
+        anchor_scales=tuple(model_config["anchor_scales"]) if "anchor_scales" in model_config else None,
+        anchor_ratios=tuple(tuple(r) for r in ratios) if ratios else None,
+        untrained=bool(model_config.get("untrained", False)),
+        num_threads=default_num_threads(env),
+    )

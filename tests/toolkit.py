@@ -1,0 +1,53 @@
+"""Calling the handler exactly as TorchServe calls the AWS toolkit: HandlerService.handle(data, context)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from sagemaker_pytorch_serving_container.handler_service import HandlerService
+from ts.context import Context, RequestProcessor
+
+
+@dataclass
+class Response:
+    status: int
+    content_type: str | None
+    body: str
+
+    def json(self):
+        return json.loads(self.body)
+
+    @property
+    def message(self) -> str:
+        """The toolkit's error body starts with our one-line message (a traceback follows)."""
+        return self.body.splitlines()[0] if self.body else ""
+
+
+def _context(model_dir: Path, headers: dict) -> Context:
+    context = Context("model", str(model_dir), {}, 1, None, "1.0")
+    context.request_processor = [RequestProcessor(headers)]
+    return context
+
+
+class Toolkit:
+    """A started handler service of the sagemaker-pytorch-inference toolkit over one model dir."""
+
+    def __init__(self, model_dir: Path) -> None:
+        self.model_dir = model_dir
+        self.service = HandlerService()
+        self.service.initialize(_context(model_dir, {}))
+
+    def invoke(self, body: str | bytes, content_type: str | None = "application/json", accept: str | None = None) -> Response:
+        headers = {}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        if accept is not None:
+            headers["Accept"] = accept
+        context = _context(self.model_dir, headers)
+        payload = body.encode() if isinstance(body, str) else body
+        output = self.service.handle([{"body": payload}], context)[0]
+        processor = context.request_processor[0]
+        text = output.decode() if isinstance(output, bytes) else output
+        return Response(processor.get_response_status_code(), context.get_response_content_type(0), text)
