@@ -13,10 +13,10 @@ import time
 
 import torch
 
-from serving.requests import parse_request
-from serving.responses import negotiate, serialise
-from serving.service import UNTRAINED_WARNING, DetectionService, Prediction
-from serving.settings import load_settings, max_images_per_request
+from request_handling.requests import parse_request
+from request_handling.responses import negotiate, serialise
+from request_handling.service import UNTRAINED_WARNING, DetectionService, Prediction
+from request_handling.settings import load_settings, max_images_per_request
 
 log = logging.getLogger("efficientdet.serving")
 

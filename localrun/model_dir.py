@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 CODE_FILES = ("inference.py",)
-CODE_PACKAGES = ("efficientdet", "serving")
+CODE_PACKAGES = ("efficientdet", "request_handling")
 CODE_REQUIREMENTS = REPO / "requirements" / "model.txt"
 
 

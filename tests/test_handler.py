@@ -10,7 +10,7 @@ from images import encode, gradient, png_claiming, sixteen_bit_png
 from matching import unmatched
 from toolkit import Toolkit
 
-from serving.s3 import fetch_object
+from request_handling.s3 import fetch_object
 
 ALLOWED = f"{USER_BUCKET},allowed-but-missing"
 MAX_IMAGE_BYTES = 2_000_000
@@ -153,21 +153,21 @@ def test_json_array_answers_an_array(toolkit):
 
 
 def test_fifty_requests_create_client_and_model_once(s3_server, untrained_model_dir, monkeypatch):
-    import serving.service
+    import request_handling.service
 
     loads = []
-    original = serving.service.DetectionService.load.__func__
-    monkeypatch.setattr(serving.service.DetectionService, "load",
+    original = request_handling.service.DetectionService.load.__func__
+    monkeypatch.setattr(request_handling.service.DetectionService, "load",
                         classmethod(lambda cls, *a: loads.append(a) or original(cls, *a)))
     for name, value in s3_server.env().items():
         monkeypatch.setenv(name, value)
     handler = Toolkit(untrained_model_dir)
-    clients_before = serving.s3.clients_created
+    clients_before = request_handling.s3.clients_created
     statuses = [handler.invoke(f"{USER_BUCKET}/{USER_KEY}", "text/csv").status for _ in range(50)]
     assert statuses == [200] * 50
     assert len(loads) == 1
-    assert serving.s3.clients_created == max(clients_before, 1)
-    assert serving.s3.s3_client(1, 1, 1, 1) is serving.s3._client
+    assert request_handling.s3.clients_created == max(clients_before, 1)
+    assert request_handling.s3.s3_client(1, 1, 1, 1) is request_handling.s3._client
 
 
 DEEP = "[" * 100_000 + "]" * 100_000
