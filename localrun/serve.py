@@ -105,7 +105,8 @@ class ModelServer:
     """The toolkit's `serving.main()` in its own process group, over a prepared model dir."""
 
     def __init__(self, model: str | None = None, coef: int = 0, port: int = 8080, weights: str | None = None,
-                 workdir: str | Path | None = None, env: dict[str, str] | None = None) -> None:
+                 workdir: str | Path | None = None, env: dict[str, str] | None = None,
+                 log_path: str | Path | None = None) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="efficientdet-serve-") if workdir is None else None
         self.workdir = Path(workdir or self._tmp.name)
         self.base_dir = self.workdir / "ml"
@@ -116,19 +117,26 @@ class ModelServer:
         if not model:
             self.env.setdefault("EFFICIENTDET_COMPOUND_COEF", str(coef))
         self.env.update(env or {})
+        self.log_path = Path(log_path) if log_path else None
         self.process: subprocess.Popen | None = None
         self.ping_seconds: float | None = None
         self.ready_seconds: float | None = None
 
-    def start(self, stdout=None) -> ModelServer:
+    def start(self) -> ModelServer:
         if TS_CONFIG_FILE.exists() and not os.access(TS_CONFIG_FILE, os.W_OK) or \
                 not TS_CONFIG_FILE.exists() and not os.access(TS_CONFIG_FILE.parent, os.W_OK):
             raise SystemExit(f"the AWS toolkit writes {TS_CONFIG_FILE}: make it writable for this user "
                              f"(sudo touch {TS_CONFIG_FILE} && sudo chown $USER {TS_CONFIG_FILE})")
+        stdout = None
+        if self.log_path:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            stdout = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child process
         started = time.monotonic()
         self.process = subprocess.Popen(
             [sys.executable, "-c", "from sagemaker_pytorch_serving_container import serving; serving.main()"],
             cwd=self.workdir, env=self.env, start_new_session=True, stdout=stdout, stderr=subprocess.STDOUT)
+        if stdout:
+            stdout.close()
         try:
             self.ping_seconds, self.ready_seconds = wait_until_ready(self.port, self.process, started)
         except BaseException:

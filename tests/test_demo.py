@@ -1,0 +1,18 @@
+"""`make demo`: offline, end to end, exit code 0 and a picture with the boxes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import REPO
+from PIL import Image
+
+
+def test_demo_runs_offline_and_draws_a_picture():
+    result = subprocess.run([sys.executable, "-m", "localrun.demo"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "demo OK" in result.stdout
+    assert result.stdout.count("HTTP 200") == 3 and result.stdout.count("HTTP 400") == 2
+    with Image.open(REPO / "build" / "demo" / "detections.png") as picture:
+        assert picture.size == (600, 400)

@@ -1,0 +1,139 @@
+"""`make serve`'s stack (AWS toolkit + TorchServe) over HTTP, reading a SeaweedFS S3 on loopback.
+
+The requests are the README's curl commands, sent to the running server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+import requests
+from conftest import REPO, SAMPLE_IMAGE, USER_BUCKET, USER_KEY
+
+from localrun.s3server import free_port
+
+STARTUP_TIMEOUT = 120  # TorchServe's default model startupTimeout, as /models reports it
+
+
+@pytest.fixture(scope="module")
+def server(s3_server, reference_model_dir):
+    """`python -m localrun.serve --model DIR` (what `make serve MODEL=DIR` runs) on a read-only model dir."""
+    port = free_port()
+    snapshot = tree_snapshot(reference_model_dir)
+    env = dict(os.environ, **s3_server.env(), ALLOWED_BUCKETS=USER_BUCKET, SAGEMAKER_MODEL_SERVER_WORKERS="1",
+               PYTHONUNBUFFERED="1")
+    log_path = reference_model_dir.parent / "serve.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "localrun.serve", "--model", str(reference_model_dir),
+                                    "--port", str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + STARTUP_TIMEOUT + 30
+    ready = None
+    while ready is None and time.monotonic() < deadline and process.poll() is None:
+        ready = re.search(rb"cold start: /ping after ([\d.]+) s, model loaded after ([\d.]+) s", log_path.read_bytes())
+        time.sleep(0.5)
+    if ready is None:
+        process.kill()
+        pytest.fail(f"server did not start:\n{log_path.read_text(errors='replace')[-4000:]}")
+    ping, loaded = float(ready.group(1)), float(ready.group(2))
+    print(f"\ncold start: /ping 200 after {ping:.1f} s, model loaded after {loaded:.1f} s")
+    yield {"url": f"http://127.0.0.1:{port}", "ping": ping, "loaded": loaded, "snapshot": snapshot}
+    children = psutil.Process(process.pid).children(recursive=True)
+    process.send_signal(signal.SIGINT)  # Ctrl-C
+    assert process.wait(60) == 0
+    gone, alive = psutil.wait_procs(children, timeout=30)
+    assert alive == [], f"processes left running after Ctrl-C: {alive}"
+
+
+def tree_snapshot(root):
+    """Every path under root with its mode, size and modification time."""
+    return {str(p.relative_to(root)): (p.stat().st_mode, p.stat().st_size, p.stat().st_mtime_ns)
+            for p in [root, *root.rglob("*")]}
+
+
+def post(server, body, content_type, accept=None) -> requests.Response:
+    headers = {"Content-Type": content_type}
+    if accept:
+        headers["Accept"] = accept
+    return requests.post(f"{server['url']}/invocations", data=body, headers=headers, timeout=60)
+
+
+def test_ping_and_cold_start(server):
+    assert requests.get(f"{server['url']}/ping", timeout=5).status_code == 200
+    assert server["loaded"] < STARTUP_TIMEOUT / 2
+
+
+def test_readme_csv(server):
+    # curl localhost:8080/invocations -H "Content-Type: text/csv" -d "videoblocks-ml/K"
+    response = post(server, f"{USER_BUCKET}/{USER_KEY}", "text/csv")
+    assert response.status_code == 200 and response.headers["Content-Type"].startswith("application/json")
+    result = response.json()
+    assert result["source"] == f"s3://{USER_BUCKET}/{USER_KEY}" and result["detections"]
+
+
+def test_readme_json(server):
+    response = post(server, json.dumps({"bucket": USER_BUCKET, "key": USER_KEY}), "application/json")
+    assert response.status_code == 200 and response.json()["detections"]
+
+
+def test_readme_json_with_thresholds(server):
+    body = json.dumps({"bucket": USER_BUCKET, "key": USER_KEY, "pred_threshold": 0.01, "iou_threshold": 0.6})
+    response = post(server, body, "application/json")
+    assert response.status_code == 200
+    result = response.json()
+    assert (result["pred_threshold"], result["iou_threshold"]) == (0.01, 0.6) and result["detections"]
+
+
+@pytest.mark.parametrize("field", ["pred_threshold", "iou_threshold"])
+def test_readme_threshold_10_is_400(server, field):
+    response = post(server, json.dumps({"bucket": USER_BUCKET, "key": USER_KEY, field: 10}), "application/json")
+    assert response.status_code == 400 and field in response.text.splitlines()[0]
+
+
+def test_raw_image_bytes(server):
+    response = post(server, SAMPLE_IMAGE.read_bytes(), "image/jpeg")
+    assert response.status_code == 200 and response.json()["source"] is None
+
+
+def test_missing_key_is_404(server):
+    response = post(server, f"{USER_BUCKET}/no/such/frame.jpg", "text/csv")
+    assert response.status_code == 404 and "does not exist" in response.text
+
+
+def test_forbidden_bucket_is_403(server):
+    response = post(server, json.dumps({"bucket": "another-teams-bucket", "key": USER_KEY}), "application/json")
+    assert response.status_code == 403 and "ALLOWED_BUCKETS" in response.text
+
+
+def test_unsupported_content_type_is_415(server):
+    response = post(server, "hello", "text/plain")
+    assert response.status_code == 415
+
+
+def test_several_images_csv(server):
+    body = "\n".join([f"{USER_BUCKET}/{USER_KEY}", f"s3://{USER_BUCKET}/{USER_KEY}"])
+    response = post(server, body, "text/csv")
+    assert response.status_code == 200
+    assert [r["source"] for r in response.json()] == [f"s3://{USER_BUCKET}/{USER_KEY}"] * 2
+
+
+def test_several_images_json_lines(server):
+    lines = "\n".join(json.dumps({"bucket": USER_BUCKET, "key": key}) for key in (USER_KEY, "missing.jpg", USER_KEY))
+    response = post(server, lines, "application/jsonlines", accept="application/jsonlines")
+    assert response.status_code == 200 and response.headers["Content-Type"].startswith("application/jsonlines")
+    results = [json.loads(line) for line in response.text.splitlines()]
+    assert [("error" in r) for r in results] == [False, True, False]
+    assert results[1]["error"]["status"] == 404
+
+
+def test_model_dir_stays_read_only_and_untouched(server, reference_model_dir):
+    assert all(not mode & 0o222 for mode, _, _ in server["snapshot"].values())
+    assert post(server, f"{USER_BUCKET}/{USER_KEY}", "text/csv").status_code == 200
+    assert tree_snapshot(reference_model_dir) == server["snapshot"]
