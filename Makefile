@@ -24,6 +24,7 @@ java:
 
 lint: venv
 	$(PY) -m ruff check .
+	$(VENV)/bin/hadolint docker/Dockerfile.cpu docker/Dockerfile.gpu
 
 test: venv java lint
 	$(PY) -m pytest
