@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-dev
 COEF ?= 0
 PORT ?= 8080
 
-.PHONY: venv java test lint serve weights demo clean
+.PHONY: venv java test lint serve weights demo bench clean
 
 $(STAMP): requirements/dev.txt requirements/serve.txt requirements/model.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ weights: venv
 
 demo: venv java
 	$(PY) -m localrun.demo
+
+bench: venv java
+	$(PY) -m bench --coef $(COEF)
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache .sagemaker

@@ -44,6 +44,8 @@ class MBConvBlock(nn.Module):
         self._se_expand = SameConv2d(squeezed, hidden, 1)
         self._project_conv = SameConv2d(hidden, out_channels, 1, bias=False)
         self._bn2 = batch_norm(out_channels)
+        self._expand_act = nn.SiLU()
+        self._depthwise_act = nn.SiLU()
         self.expands = expand_ratio != 1
         self.residual = stride == 1 and in_channels == out_channels
         self.stride = stride
@@ -51,8 +53,8 @@ class MBConvBlock(nn.Module):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         x = inputs
         if self.expands:
-            x = F.silu(self._bn0(self._expand_conv(x)))
-        x = F.silu(self._bn1(self._depthwise_conv(x)))
+            x = self._expand_act(self._bn0(self._expand_conv(x)))
+        x = self._depthwise_act(self._bn1(self._depthwise_conv(x)))
         squeezed = F.adaptive_avg_pool2d(x, 1)
         squeezed = self._se_expand(F.silu(self._se_reduce(squeezed)))
         x = torch.sigmoid(squeezed) * x
@@ -70,6 +72,7 @@ class EfficientNetTrunk(nn.Module):
         stem = round_channels(STEM_CHANNELS, config.width)
         self._conv_stem = SameConv2d(3, stem, 3, stride=2, bias=False)
         self._bn0 = batch_norm(stem)
+        self._stem_act = nn.SiLU()
         blocks = []
         for stage in B0_STAGES:
             in_channels = round_channels(stage.in_channels, config.width)
@@ -94,7 +97,7 @@ class EfficientNetBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         trunk = self.model
-        x = F.silu(trunk._bn0(trunk._conv_stem(x)))
+        x = trunk._stem_act(trunk._bn0(trunk._conv_stem(x)))
         features = []
         for index, block in enumerate(trunk._blocks):
             x = block(x)

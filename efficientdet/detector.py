@@ -64,8 +64,8 @@ class Detector:
                              f"checkpoint's {model.num_anchors} anchors per location")
         self.anchors = AnchorCache(config.levels, config.anchor_scale, scales, ratios)
         self.fast = fast
-        model = model.to(self.device, self.dtype).eval()
-        self.model = optimize_for_inference(model) if fast else model
+        model = model.eval()
+        self.model = optimize_for_inference(model, self.device, self.dtype) if fast else model.to(self.device, self.dtype)
         self.memory_format = torch.channels_last if fast else torch.contiguous_format
 
     @classmethod

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .layers import SeparableConvBlock, batch_norm
@@ -19,13 +18,16 @@ class PredictionHead(nn.Module):
         self.bn_list = nn.ModuleList(
             nn.ModuleList(batch_norm(channels) for _ in range(repeats)) for _ in range(num_levels))
         self.header = SeparableConvBlock(channels, num_anchors * outputs_per_anchor, norm=False)
+        self.act = nn.SiLU()
+        self.level_convs: nn.ModuleList | None = None  # per-level convolutions once batch norms are folded in
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         """(N, anchors, outputs_per_anchor), anchors ordered by level, row, column, then anchor."""
         outputs = []
-        for feature, norms in zip(features, self.bn_list):
-            for conv, norm in zip(self.conv_list, norms):
-                feature = F.silu(norm(conv(feature)))
+        for level, (feature, norms) in enumerate(zip(features, self.bn_list)):
+            convs = self.conv_list if self.level_convs is None else self.level_convs[level]
+            for conv, norm in zip(convs, norms):
+                feature = self.act(norm(conv(feature)))
             feature = self.header(feature).permute(0, 2, 3, 1)
             outputs.append(feature.reshape(feature.shape[0], -1, self.outputs_per_anchor))
         return torch.cat(outputs, dim=1)

@@ -113,7 +113,8 @@ def synthetic_images(size: int, count: int = 2) -> torch.Tensor:
 
 
 @torch.no_grad()
-def untrained_state_dict(compound_coef: int, num_classes: int = 90, seed: int = 0) -> dict[str, torch.Tensor]:
+def untrained_state_dict(compound_coef: int, num_classes: int = 90, seed: int = 0,
+                         calibration_size: int | None = None) -> dict[str, torch.Tensor]:
     """Deterministic UNTRAINED weights: seeded init, batch-norm statistics and head outputs calibrated
     on a synthetic image so that scores and boxes fall in a realistic range.
 
@@ -124,8 +125,7 @@ def untrained_state_dict(compound_coef: int, num_classes: int = 90, seed: int = 
     try:
         config = get_config(compound_coef)
         model = EfficientDet(config, num_classes=num_classes)
-        size = config.input_size
-        image = synthetic_images(size)
+        image = synthetic_images(calibration_size or config.input_size)
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.reset_running_stats()

@@ -13,7 +13,13 @@ from matching import unmatched
 from efficientdet import COCO_LABELS, CheckpointError, Detector, EfficientDet, get_config
 from efficientdet.anchors import generate_anchors
 from efficientdet.config import DEFAULT_ANCHOR_RATIOS, DEFAULT_ANCHOR_SCALES
-from efficientdet.weights import build_from_state_dict, load_state_dict, weights_url
+from efficientdet.weights import (
+    build_from_state_dict,
+    load_state_dict,
+    synthetic_images,
+    untrained_state_dict,
+    weights_url,
+)
 
 
 @pytest.mark.parametrize("coef", range(9))
@@ -153,3 +159,17 @@ def test_coco_labels():
 def test_weights_urls_point_at_the_published_releases():
     assert weights_url(0).endswith("/1.0/efficientdet-d0.pth")
     assert weights_url(8).endswith("/1.2/efficientdet-d8.pth")
+
+
+@pytest.mark.parametrize("coef, size", [(0, 384), (8, 256)])
+def test_fast_path_matches_plain_path(coef, size):
+    """Folded batch norms, channels-last and fused oneDNN kernels, including odd-sized levels and P8."""
+    model = EfficientDet(get_config(coef))
+    model.load_state_dict(untrained_state_dict(coef, calibration_size=size))
+    plain, fast = Detector(model, input_size=size, fast=False), Detector(model, input_size=size, fast=True)
+    torch.manual_seed(1)
+    batch = synthetic_images(size)  # inputs like those the batch norms were calibrated on: a stable network
+    expected, actual = plain.forward(batch), fast.forward(batch.contiguous(memory_format=torch.channels_last))
+    for e, a in zip(expected[:2], actual[:2]):
+        # float32 rounding of the folded weights only: a layout or padding slip would be of the outputs' size
+        assert (a - e).abs().max() <= 5e-5 * e.abs().max()

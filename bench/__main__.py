@@ -1,0 +1,181 @@
+"""`make bench`: per-image latency of the fast and the plain eager path, the served endpoint, cold start.
+
+Modes are timed side by side in one run, interleaved, and reported as ratios: these machines are
+shared and noisy, so absolute numbers move between runs more than ratios do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import requests
+import torch
+from PIL import Image
+
+from efficientdet import Detector, EfficientDet, get_config
+from efficientdet.weights import untrained_state_dict
+from localrun.s3server import SeaweedS3, free_port
+from localrun.serve import ModelServer
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "samples" / "coffee.jpg"
+BUCKET = "videoblocks-ml"
+KEY_PREFIX = "bench/frame-"
+
+
+def default_checkpoint() -> str | None:
+    """weights/efficientdet-d0.pth, else the reference fixture beside the clone: realistic score ranges for NMS."""
+    for candidate in (REPO / "weights" / "efficientdet-d0.pth",
+                      REPO.parent / "shared" / "fixtures" / "reference" / "efficientdet-d0.pth"):
+        if candidate.is_file():
+            return str(candidate)
+    return None
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def machine() -> str:
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, " \
+           f"{torch.get_num_threads()} threads"
+
+
+def detectors(coef: int, checkpoint: str | None) -> dict[str, Detector]:
+    model = EfficientDet(get_config(coef))
+    if checkpoint:
+        model.load_state_dict(torch.load(checkpoint, weights_only=True))
+    else:
+        model.load_state_dict(untrained_state_dict(coef))
+    return {"plain eager": Detector(model, fast=False), "fast": Detector(model, fast=True)}
+
+
+def bench_latency(coef: int, checkpoint: str | None, rounds: int, image: np.ndarray) -> dict:
+    """(a) decoded image → detections, per image, the modes interleaved round by round."""
+    modes = detectors(coef, checkpoint)
+    for detector in modes.values():
+        for _ in range(3):
+            detector.detect([image])
+    samples: dict[str, list[float]] = {name: [] for name in modes}
+    for _ in range(rounds):
+        for name, detector in modes.items():
+            start = time.perf_counter()
+            detector.detect([image])
+            samples[name].append(time.perf_counter() - start)
+    results = {name: {"p50_ms": 1000 * percentile(s, 50), "p95_ms": 1000 * percentile(s, 95)} for name, s in samples.items()}
+    results["speedup_p50"] = results["plain eager"]["p50_ms"] / results["fast"]["p50_ms"]
+    return results
+
+
+def load(call, count: int, concurrency: int) -> tuple[list[float], int, float]:
+    """(latency of each call, images answered, seconds) for `count` calls from `concurrency` clients."""
+    latencies: list[float] = []
+
+    def timed(i: int) -> int:
+        start = time.perf_counter()
+        images = call(i)
+        latencies.append(time.perf_counter() - start)
+        return images
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        images = sum(pool.map(timed, range(count)))
+    return latencies, images, time.perf_counter() - start
+
+
+def bench_server(rounds: int, batch: int, checkpoint: str | None) -> dict:
+    """(b) end to end through the real server and S3 on loopback; (c) its cold start."""
+    out: dict = {}
+    with SeaweedS3() as s3:
+        data = SAMPLE.read_bytes()
+        keys = [f"{KEY_PREFIX}{i:03d}.jpg" for i in range(batch)]
+        for key in keys:
+            s3.put(BUCKET, key, data)
+        port = free_port()
+        with ModelServer(coef=0, port=port, weights=checkpoint, env=s3.env(),
+                         log_path=REPO / "build" / "bench" / "server.log") as server:
+            out["cold_start"] = {"ping_s": server.ping_seconds, "model_loaded_s": server.ready_seconds}
+            url = f"http://127.0.0.1:{port}/invocations"
+
+            def single(i: int) -> int:
+                body = json.dumps({"bucket": BUCKET, "key": keys[i % batch]})
+                response = requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=120)
+                response.raise_for_status()
+                return 1
+
+            def batched(_: int) -> int:
+                body = "\n".join(json.dumps({"bucket": BUCKET, "key": k}) for k in keys)
+                response = requests.post(url, data=body, headers={"Content-Type": "application/jsonlines"}, timeout=300)
+                response.raise_for_status()
+                return batch
+
+            for name, call, requests_per_round in (("single-image", single, batch), (f"batched ({batch}/request)", batched, 1)):
+                for concurrency in (1, 4):
+                    call(0)
+                    latencies, images, elapsed = load(call, rounds * requests_per_round, concurrency)
+                    out[f"{name}, concurrency {concurrency}"] = {
+                        "request_p50_ms": 1000 * percentile(latencies, 50),
+                        "request_p95_ms": 1000 * percentile(latencies, 95),
+                        "images_per_s": images / elapsed,
+                    }
+    single_best = max(v["images_per_s"] for k, v in out.items() if k.startswith("single"))
+    batched_best = max(v["images_per_s"] for k, v in out.items() if k.startswith("batched"))
+    out["batched_over_single_throughput"] = batched_best / single_best
+    return out
+
+
+def markdown(results: dict) -> str:
+    latency = results["latency"]
+    lines = [f"Machine: {results['machine']}; EfficientDet-D{results['coef']}, input {results['input_size']}, "
+             f"{'checkpoint ' + results['checkpoint'] if results['checkpoint'] else 'untrained weights'}.", "",
+             "| per image, decoded image → detections | p50 ms | p95 ms |", "| --- | --- | --- |"]
+    for name in ("plain eager", "fast"):
+        lines.append(f"| {name} | {latency[name]['p50_ms']:.1f} | {latency[name]['p95_ms']:.1f} |")
+    lines.append(f"| **fast ÷ plain speed-up (p50)** | **{latency['speedup_p50']:.2f}×** | |")
+    server = results.get("server")
+    if server:
+        lines += ["", "| served endpoint (S3 on loopback) | request p50 ms | request p95 ms | images/s |",
+                  "| --- | --- | --- | --- |"]
+        for name, row in server.items():
+            if isinstance(row, dict) and "images_per_s" in row:
+                lines.append(f"| {name} | {row['request_p50_ms']:.0f} | {row['request_p95_ms']:.0f} | {row['images_per_s']:.2f} |")
+        lines.append(f"| **batched ÷ single-image throughput** | | | **{server['batched_over_single_throughput']:.2f}×** |")
+        cold = server["cold_start"]
+        lines += ["", f"Cold start: /ping answers 200 after {cold['ping_s']:.1f} s, the model is loaded after "
+                      f"{cold['model_loaded_s']:.1f} s."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--coef", type=int, choices=range(9), default=0)
+    parser.add_argument("--checkpoint", default=default_checkpoint(),
+                        help="checkpoint to time (default: weights/, else the reference fixture, else untrained weights)")
+    parser.add_argument("--rounds", type=int, default=30, help="timed images per mode")
+    parser.add_argument("--server-rounds", type=int, default=4, help="rounds of requests per server mode")
+    parser.add_argument("--batch", type=int, default=8, help="images per batched request")
+    parser.add_argument("--skip-server", action="store_true")
+    parser.add_argument("--json", default=str(REPO / "build" / "bench" / "results.json"))
+    args = parser.parse_args(argv)
+    image = np.asarray(Image.open(SAMPLE).convert("RGB"))
+    results = {"machine": machine(), "coef": args.coef, "input_size": get_config(args.coef).input_size,
+               "checkpoint": args.checkpoint, "latency": bench_latency(args.coef, args.checkpoint, args.rounds, image)}
+    if not args.skip_server:
+        results["server"] = bench_server(args.server_rounds, args.batch, args.checkpoint)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(results, indent=2))
+    print(markdown(results))
+    print(f"\n(JSON: {args.json})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
