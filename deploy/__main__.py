@@ -1,0 +1,200 @@
+"""`python -m deploy`: deploy model.tar.gz as a realtime endpoint or a Batch Transform job, or delete one.
+
+Built on the SageMaker Python SDK v2 (requirements/deploy.txt). --dry-run prints every API request
+it would make, without calling AWS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from datetime import UTC, datetime
+
+import boto3
+import numpy as np
+
+from .dryrun import dry_run_session
+
+HANDLER_VARIABLES = (
+    "EFFICIENTDET_COMPOUND_COEF", "EFFICIENTDET_WEIGHTS", "EFFICIENTDET_INPUT_SIZE", "DEFAULT_PRED_THRESHOLD",
+    "DEFAULT_IOU_THRESHOLD", "DEFAULT_MAX_DETECTIONS", "USE_FLOAT16", "ALLOWED_BUCKETS", "MAX_IMAGE_BYTES",
+    "MAX_IMAGE_PIXELS", "MAX_IMAGES_PER_REQUEST", "BATCH_SIZE", "S3_CONNECT_TIMEOUT", "S3_READ_TIMEOUT",
+    "S3_MAX_ATTEMPTS", "S3_MAX_CONCURRENCY", "EFFICIENTDET_NUM_THREADS", "SAGEMAKER_MODEL_SERVER_WORKERS",
+    "SAGEMAKER_MODEL_SERVER_TIMEOUT",
+)
+JSON_LINES = "application/jsonlines"
+
+
+def handler_environment(extra: list[str]) -> dict[str, str]:
+    """The handler's variables set in this shell, then KEY=VALUE pairs from --env; SAGEMAKER_PROGRAM always."""
+    env = {name: os.environ[name] for name in HANDLER_VARIABLES if os.environ.get(name)}
+    for pair in extra:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--env {pair!r}: expected KEY=VALUE")
+        env[key] = value
+    env.update({"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"})
+    return env
+
+
+def sagemaker_session(args):
+    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")  # we chose the v2 line for PyTorchModel
+    warnings.filterwarnings("ignore", module="sagemaker")
+    import sagemaker
+
+    boto_session = dry_run_session(args.region or "us-east-1") if args.dry_run else \
+        boto3.session.Session(region_name=args.region)
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_SAGEMAKER")
+    sagemaker_client = boto_session.client("sagemaker", endpoint_url=endpoint)
+    runtime_client = boto_session.client("sagemaker-runtime", endpoint_url=os.environ.get(
+        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", endpoint))
+    return sagemaker.Session(boto_session=boto_session, sagemaker_client=sagemaker_client,
+                             sagemaker_runtime_client=runtime_client, default_bucket="unused-default-bucket")
+
+
+def build_model(args, session):
+    """A PyTorchModel over the archive; the archive already holds code/, so the SDK repacks nothing."""
+    from sagemaker.pytorch import PyTorchModel
+
+    name = args.name or f"efficientdet-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    model = PyTorchModel(model_data=args.model_data, role=args.role, framework_version=args.framework_version,
+                         py_version=args.py_version, env=handler_environment(args.env), name=name,
+                         code_location=args.model_data.rsplit("/", 1)[0], sagemaker_session=session)
+    image = model.serving_image_uri(session.boto_region_name, args.instance_type)
+    print(f"model {name}: image {image}", file=sys.stderr)
+    return model, name
+
+
+def smoke_test(predictor_runtime, endpoint: str, bucket: str, key: str) -> None:
+    for content_type, body in (("text/csv", f"{bucket}/{key}"),
+                               ("application/json", json.dumps({"bucket": bucket, "key": key}))):
+        response = predictor_runtime.invoke_endpoint(EndpointName=endpoint, ContentType=content_type, Body=body)
+        payload = response["Body"].read().decode()
+        print(f"smoke test {content_type}: {payload[:300]}")
+
+
+def timing_loop(runtime, endpoint: str, bucket: str, key: str, count: int) -> dict:
+    body = json.dumps({"bucket": bucket, "key": key})
+    latencies = []
+    for i in range(count):
+        start = time.perf_counter()
+        runtime.invoke_endpoint(EndpointName=endpoint, ContentType="application/json", Body=body)["Body"].read()
+        latencies.append(time.perf_counter() - start)
+        print(f"request {i + 1}: {latencies[-1] * 1000:.1f} ms")
+    total = sum(latencies)
+    summary = {"requests": count, "p50_ms": 1000 * float(np.percentile(latencies, 50)),
+               "p95_ms": 1000 * float(np.percentile(latencies, 95)), "fps": count / total,
+               "seconds_per_frame": total / count}
+    print(json.dumps(summary))
+    return summary
+
+
+def realtime(args) -> int:
+    session = sagemaker_session(args)
+    model, name = build_model(args, session)
+    model.deploy(initial_instance_count=args.instance_count, instance_type=args.instance_type, endpoint_name=name,
+                 wait=True)
+    print(f"endpoint {name} is InService", file=sys.stderr)
+    try:
+        runtime = session.sagemaker_runtime_client
+        smoke_test(runtime, name, args.bucket, args.key)
+        if args.requests:
+            timing_loop(runtime, name, args.bucket, args.key, args.requests)
+    finally:
+        if args.keep:
+            print(f"kept endpoint {name} (python -m deploy delete --name {name})", file=sys.stderr)
+        else:
+            delete_endpoint(session, name)
+    print(name)
+    return 0
+
+
+def batch(args) -> int:
+    from sagemaker.transformer import Transformer
+
+    session = sagemaker_session(args)
+    model, name = build_model(args, session)
+    model.create(instance_type=args.instance_type)
+    transformer = Transformer(
+        model_name=name, instance_count=args.instance_count, instance_type=args.instance_type,
+        strategy="MultiRecord", assemble_with="Line", output_path=args.output, accept=JSON_LINES,
+        max_payload=args.max_payload_mb, env=handler_environment(args.env), sagemaker_session=session)
+    data_type = "ManifestFile" if args.manifest else "S3Prefix"
+    transformer.transform(data=args.manifest or args.input, data_type=data_type, content_type=JSON_LINES,
+                          split_type="Line", job_name=name, wait=True, logs=False)
+    job = session.sagemaker_client.describe_transform_job(TransformJobName=name)
+    print(json.dumps({"job": name, "status": job["TransformJobStatus"], "output": args.output}, default=str))
+    if not args.keep:
+        session.sagemaker_client.delete_model(ModelName=name)
+    return 0 if job["TransformJobStatus"] == "Completed" else 1
+
+
+def delete_endpoint(session, name: str) -> None:
+    client = session.sagemaker_client
+    config = client.describe_endpoint(EndpointName=name).get("EndpointConfigName", name)
+    client.delete_endpoint(EndpointName=name)
+    client.delete_endpoint_config(EndpointConfigName=config)
+    client.delete_model(ModelName=name)
+    print(f"deleted endpoint {name}, its config and model", file=sys.stderr)
+
+
+def delete(args) -> int:
+    delete_endpoint(sagemaker_session(args), args.name)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="python -m deploy", description=__doc__.splitlines()[0])
+    commands = main.add_subparsers(dest="command", required=True)
+
+    def common(sub):
+        sub.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION"))
+        sub.add_argument("--dry-run", action="store_true", help="print the API requests, call nothing")
+
+    def model_options(sub):
+        common(sub)
+        sub.add_argument("--model-data", required=True, help="s3://…/model.tar.gz (model-archive-deploy.sh prints it)")
+        sub.add_argument("--role", required=True, help="SageMaker execution role ARN")
+        sub.add_argument("--instance-type", default="ml.m5.xlarge")
+        sub.add_argument("--instance-count", type=int, default=1)
+        sub.add_argument("--framework-version", default="2.6")
+        sub.add_argument("--py-version", default="py312")
+        sub.add_argument("--name", help="model / endpoint / job name (default efficientdet-<UTC time>)")
+        sub.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="handler environment")
+        sub.add_argument("--keep", action="store_true", help="keep the endpoint (or model) afterwards")
+
+    rt = commands.add_parser("realtime", help="deploy an endpoint, smoke-test it, time requests, tear it down")
+    model_options(rt)
+    rt.add_argument("--bucket", default="videoblocks-ml", help="bucket of the smoke-test image")
+    rt.add_argument("--key", default="data/object-detection-research/videoblocks/dev/sampled-items/jpg/"
+                                      "fps-method-01/000023419/000216-9.0090.jpg")
+    rt.add_argument("--requests", type=int, default=0, help="time this many requests (FPS, seconds per frame)")
+    rt.set_defaults(run=realtime)
+
+    bt = commands.add_parser("batch", help="run a Batch Transform job over JSON Lines request files")
+    model_options(bt)
+    source = bt.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", help="s3:// prefix of .jsonl files, one {\"bucket\", \"key\"} request a line")
+    source.add_argument("--manifest", help="s3:// manifest file listing such .jsonl files")
+    bt.add_argument("--output", required=True, help="s3:// prefix for the results (one .out per input file)")
+    bt.add_argument("--max-payload-mb", type=int, default=6, help="MaxPayloadInMB of each mini-batch")
+    bt.set_defaults(run=batch)
+
+    dl = commands.add_parser("delete", help="delete an endpoint, its configuration and model")
+    common(dl)
+    dl.add_argument("--name", required=True)
+    dl.set_defaults(run=delete)
+    return main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""model-archive-build.sh, model-archive-deploy.sh and `python -m deploy`, against real local services."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+
+import boto3
+import pytest
+import requests
+from conftest import REPO, SAMPLE_IMAGE
+
+from localrun.s3server import free_port
+from localrun.serve import ModelServer
+
+
+def build(out_dir, *extra) -> tuple[str, str]:
+    result = subprocess.run([str(REPO / "model-archive-build.sh"), "--out", str(out_dir), *extra],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    path, checksum = result.stdout.splitlines()[-2:]
+    return path, checksum.removeprefix("sha256 ")
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory, reference):
+    out = tmp_path_factory.mktemp("archive")
+    first = build(out / "a", "--weights", str(reference / "efficientdet-d0.pth"))
+    second = build(out / "b", "--weights", str(reference / "efficientdet-d0.pth"))
+    return first, second
+
+
+def test_archive_layout_and_reproducibility(archive):
+    (path, checksum), (_, second_checksum) = archive
+    assert checksum == second_checksum and re.fullmatch(r"[0-9a-f]{64}", checksum)
+    with tarfile.open(path) as tar:
+        members = tar.getmembers()
+    names = [m.name for m in members]
+    assert names == sorted(names)
+    assert "efficientdet-d0.pth" in names and "code/inference.py" in names and "code/requirements.txt" in names
+    assert {n.split("/")[1] for n in names if n.startswith("code/") and n.count("/") > 1} == {"efficientdet", "request_handling"}
+    assert not any("__pycache__" in n or n.endswith(".pyc") or "tests" in n for n in names)
+    assert all(m.mtime == 0 and m.uid == 0 and m.gid == 0 for m in members)
+
+
+def test_bad_arguments_print_usage_and_exit_2():
+    result = subprocess.run([str(REPO / "model-archive-build.sh"), "--coef", "12"], capture_output=True, text=True)
+    assert result.returncode == 2 and "usage:" in result.stderr
+
+
+def test_make_serve_serves_the_archive(archive, s3_server):
+    path = archive[0][0]
+    with ModelServer(model=path, port=free_port(), env={"SAGEMAKER_MODEL_SERVER_WORKERS": "1"}) as server:
+        response = requests.post(f"http://127.0.0.1:{server.port}/invocations", data=SAMPLE_IMAGE.read_bytes(),
+                                 headers={"Content-Type": "image/jpeg"}, timeout=60)
+    assert response.status_code == 200 and response.json()["detections"]
+
+
+@pytest.mark.parametrize("environment", ["dev", "staging", "prod"])
+def test_deploy_script_uploads_and_verifies(archive, s3_server, environment):
+    path = archive[0][0]
+    s3_server.client().create_bucket(Bucket="model-bucket") if environment == "dev" else None
+    env = dict(os.environ, **s3_server.env(), ARCHIVE=path, MODEL_BUCKET="model-bucket")
+    result = subprocess.run([str(REPO / "model-archive-deploy.sh"), environment], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    uri = result.stdout.strip().splitlines()[-1]
+    match = re.fullmatch(rf"s3://model-bucket/models/efficientdet/videoblocks/{environment}/(\d{{8}}T\d{{6}})/model.tar.gz", uri)
+    assert match, uri
+    key = uri.removeprefix("s3://model-bucket/")
+    body = s3_server.client().get_object(Bucket="model-bucket", Key=key)["Body"].read()
+    with open(path, "rb") as f:
+        assert body == f.read()
+
+
+def test_deploy_script_refuses_unknown_environment_and_missing_archive(tmp_path):
+    bad = subprocess.run([str(REPO / "model-archive-deploy.sh"), "qa"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "usage:" in bad.stderr
+    missing = subprocess.run([str(REPO / "model-archive-deploy.sh")], capture_output=True, text=True,
+                             env=dict(os.environ, ARCHIVE=str(tmp_path / "none.tar.gz")))
+    assert missing.returncode != 0 and "not found" in missing.stderr
+
+
+@pytest.fixture(scope="module")
+def sagemaker_double():
+    """moto in server mode: a local SageMaker (and SageMaker runtime) API."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    env = {"AWS_ENDPOINT_URL_SAGEMAKER": url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+    yield url, env
+    server.stop()
+
+
+def deploy_cli(env: dict, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "deploy", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, **env, DEFAULT_PRED_THRESHOLD="0.3"))
+
+
+MODEL_DATA = "s3://videoblocks-ml/models/efficientdet/videoblocks/dev/20261124T000000/model.tar.gz"
+ROLE = "arn:aws:iam::123456789012:role/sagemaker"
+
+
+def test_realtime_against_sagemaker_double(sagemaker_double):
+    url, env = sagemaker_double
+    result = deploy_cli(env, "realtime", "--model-data", MODEL_DATA, "--role", ROLE, "--name", "efficientdet-test",
+                        "--instance-type", "ml.g4dn.xlarge", "--env", "USE_FLOAT16=true", "--requests", "3", "--keep")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "smoke test text/csv" in result.stdout and "smoke test application/json" in result.stdout
+    summary = json.loads([line for line in result.stdout.splitlines() if line.startswith('{"requests"')][0])
+    assert summary["requests"] == 3 and summary["fps"] > 0
+    client = boto3.client("sagemaker", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing")
+    container = client.describe_model(ModelName="efficientdet-test")["PrimaryContainer"]
+    assert container["ModelDataUrl"] == MODEL_DATA
+    assert container["Image"] == "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6-gpu-py312"
+    assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
+    assert container["Environment"]["DEFAULT_PRED_THRESHOLD"] == "0.3"
+    assert container["Environment"]["USE_FLOAT16"] == "true"
+    deleted = deploy_cli(env, "delete", "--name", "efficientdet-test")
+    assert deleted.returncode == 0, deleted.stderr[-2000:]
+    assert client.list_endpoints()["Endpoints"] == []
+
+
+def test_batch_dry_run_prints_every_request():
+    result = deploy_cli({}, "batch", "--dry-run", "--model-data", MODEL_DATA, "--role", ROLE, "--name", "frames",
+                        "--input", "s3://videoblocks-ml/requests/", "--output", "s3://videoblocks-ml/results/")
+    assert result.returncode == 0, result.stderr[-3000:]
+    calls = [line.split(" ", 2) for line in result.stdout.splitlines() if line.startswith("DRY-RUN ")]
+    operations = [call[1] for call in calls]
+    assert "sagemaker.CreateModel" in operations and "sagemaker.CreateTransformJob" in operations
+    job = json.loads(next(call[2] for call in calls if call[1] == "sagemaker.CreateTransformJob"))
+    assert job["BatchStrategy"] == "MultiRecord" and job["MaxPayloadInMB"] == 6
+    assert job["TransformInput"]["SplitType"] == "Line" and job["TransformInput"]["ContentType"] == "application/jsonlines"
+    assert job["TransformOutput"]["AssembleWith"] == "Line"
+    model = json.loads(next(call[2] for call in calls if call[1] == "sagemaker.CreateModel"))
+    assert model["PrimaryContainer"]["ModelDataUrl"] == MODEL_DATA
+    assert model["PrimaryContainer"]["Image"].endswith("pytorch-inference:2.6-cpu-py312")
