@@ -122,15 +122,29 @@ def batch(args) -> int:
     transformer = Transformer(
         model_name=name, instance_count=args.instance_count, instance_type=args.instance_type,
         strategy="MultiRecord", assemble_with="Line", output_path=args.output, accept=JSON_LINES,
-        max_payload=args.max_payload_mb, env=handler_environment(args.env), sagemaker_session=session)
+        max_payload=args.max_payload_mb, env=batch_environment(args), sagemaker_session=session)
     data_type = "ManifestFile" if args.manifest else "S3Prefix"
     transformer.transform(data=args.manifest or args.input, data_type=data_type, content_type=JSON_LINES,
-                          split_type="Line", job_name=name, wait=True, logs=False)
+                          split_type="Line", job_name=name, wait=True, logs=False,
+                          model_client_config={"InvocationsTimeoutInSeconds": args.timeout,
+                                               "InvocationsMaxRetries": 1})
     job = session.sagemaker_client.describe_transform_job(TransformJobName=name)
     print(json.dumps({"job": name, "status": job["TransformJobStatus"], "output": args.output}, default=str))
     if not args.keep:
         session.sagemaker_client.delete_model(ModelName=name)
     return 0 if job["TransformJobStatus"] == "Completed" else 1
+
+
+def batch_environment(args) -> dict[str, str]:
+    """A mini-batch of MaxPayloadInMB holds thousands of request lines (about 150 bytes each): let the
+    model server take and answer it, and give it the job's invocation timeout."""
+    payload = args.max_payload_mb * 1024 * 1024
+    env = handler_environment(args.env)
+    env.setdefault("MAX_IMAGES_PER_REQUEST", str(max(1000, payload // 64)))
+    env.setdefault("SAGEMAKER_MODEL_SERVER_TIMEOUT", str(args.timeout))
+    env.setdefault("TS_MAX_REQUEST_SIZE", str(payload + 65536))
+    env.setdefault("TS_MAX_RESPONSE_SIZE", str(max(payload * 100, 6553500)))
+    return env
 
 
 def delete_endpoint(session, name: str) -> None:
@@ -181,7 +195,8 @@ def parser() -> argparse.ArgumentParser:
     source.add_argument("--input", help="s3:// prefix of .jsonl files, one {\"bucket\", \"key\"} request a line")
     source.add_argument("--manifest", help="s3:// manifest file listing such .jsonl files")
     bt.add_argument("--output", required=True, help="s3:// prefix for the results (one .out per input file)")
-    bt.add_argument("--max-payload-mb", type=int, default=6, help="MaxPayloadInMB of each mini-batch")
+    bt.add_argument("--max-payload-mb", type=int, default=1, help="MaxPayloadInMB of each mini-batch (default 1)")
+    bt.add_argument("--timeout", type=int, default=3600, help="InvocationsTimeoutInSeconds (default 3600)")
     bt.set_defaults(run=batch)
 
     dl = commands.add_parser("delete", help="delete an endpoint, its configuration and model")

@@ -34,10 +34,11 @@ class ImageRequest:
     max_detections: int | None = None
     classes: tuple[str | int, ...] | None = None
     error: RequestError | None = None
+    origin: str | None = None  # where inline bytes came from (a local file), reported as the source
 
     @property
     def source(self) -> str | None:
-        return f"s3://{self.bucket}/{self.key}" if self.bucket is not None else None
+        return f"s3://{self.bucket}/{self.key}" if self.bucket is not None else self.origin
 
 
 def media_type(content_type: str | None) -> str:

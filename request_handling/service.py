@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ class Prediction:
     several: bool
     untrained: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    images: list[np.ndarray | None] | None = None
 
 
 @dataclass
@@ -110,10 +112,27 @@ class DetectionService:
             decoded.error = error
         return decoded
 
-    def predict(self, requests: list[ImageRequest], several: bool) -> Prediction:
-        """Detect in every image; a single image's error is raised, several images' errors stay in place."""
+    def _loaded(self, pending: list[tuple[int, ImageRequest]]):
+        """(index, Decoded) in request order, fetching and decoding a bounded window ahead on the pool."""
+        window = 2 * max(self.settings.batch_size, self.settings.s3_max_concurrency)
+        futures: deque = deque()
+        for index, request in pending:
+            futures.append((index, self.pool.submit(self._load, request)))
+            if len(futures) >= window:
+                index, future = futures.popleft()
+                yield index, future.result()
+        while futures:
+            index, future = futures.popleft()
+            yield index, future.result()
+
+    def predict(self, requests: list[ImageRequest], several: bool, keep_images: bool = False) -> Prediction:
+        """Detect in every image; a single image's error is raised, several images' errors stay in place.
+
+        keep_images=True also returns the decoded images (None where an image failed).
+        """
         settings = self.settings
         results: list[dict | None] = [None] * len(requests)
+        images: list[np.ndarray | None] = [None] * len(requests)
         options: list[tuple] = [None] * len(requests)
         pending = []
         for index, request in enumerate(requests):
@@ -133,11 +152,10 @@ class DetectionService:
                 request.max_detections or settings.max_detections,
                 classes,
             )
-            pending.append((index, self.pool.submit(self._load, request)))
+            pending.append((index, request))
         timings = {"s3": 0.0, "decode": 0.0}
         batch: list[tuple[int, np.ndarray]] = []
-        for position, (index, future) in enumerate(pending):
-            decoded = future.result()
+        for position, (index, decoded) in enumerate(self._loaded(pending)):
             timings["s3"] += decoded.fetch_seconds
             timings["decode"] += decoded.decode_seconds
             if decoded.error is not None:
@@ -146,10 +164,12 @@ class DetectionService:
                 results[index] = error_result(requests[index].source, decoded.error)
             else:
                 batch.append((index, decoded.image))
+                if keep_images:
+                    images[index] = decoded.image
             if batch and (len(batch) == settings.batch_size or position == len(pending) - 1):
                 self._detect(batch, requests, options, results, timings)
                 batch = []
-        return Prediction(results, several, settings.untrained, timings)
+        return Prediction(results, several, settings.untrained, timings, images if keep_images else None)
 
     def _detect(self, batch, requests, options, results, timings) -> None:
         indices = [index for index, _ in batch]

@@ -138,7 +138,9 @@ def test_batch_dry_run_prints_every_request():
     operations = [call[1] for call in calls]
     assert "sagemaker.CreateModel" in operations and "sagemaker.CreateTransformJob" in operations
     job = json.loads(next(call[2] for call in calls if call[1] == "sagemaker.CreateTransformJob"))
-    assert job["BatchStrategy"] == "MultiRecord" and job["MaxPayloadInMB"] == 6
+    assert job["BatchStrategy"] == "MultiRecord" and job["MaxPayloadInMB"] == 1
+    assert job["ModelClientConfig"]["InvocationsTimeoutInSeconds"] == 3600
+    assert int(job["Environment"]["TS_MAX_REQUEST_SIZE"]) > 1024 * 1024
     assert job["TransformInput"]["SplitType"] == "Line" and job["TransformInput"]["ContentType"] == "application/jsonlines"
     assert job["TransformOutput"]["AssembleWith"] == "Line"
     model = json.loads(next(call[2] for call in calls if call[1] == "sagemaker.CreateModel"))

@@ -17,6 +17,7 @@ import psutil
 import pytest
 import requests
 from conftest import REPO, SAMPLE_IMAGE, USER_BUCKET, USER_KEY
+from matching import unmatched
 
 from localrun.s3server import free_port
 
@@ -137,3 +138,29 @@ def test_model_dir_stays_read_only_and_untouched(server, reference_model_dir):
     assert all(not mode & 0o222 for mode, _, _ in server["snapshot"].values())
     assert post(server, f"{USER_BUCKET}/{USER_KEY}", "text/csv").status_code == 200
     assert tree_snapshot(reference_model_dir) == server["snapshot"]
+
+
+def test_sixteen_images_in_one_json_lines_request(server, s3_server):
+    keys = [f"frames/video-16/{i:04d}.jpg" for i in range(16)]
+    for key in keys:
+        s3_server.put(USER_BUCKET, key, SAMPLE_IMAGE.read_bytes())
+    lines = [json.dumps({"bucket": USER_BUCKET, "key": key}) for key in keys]
+    response = post(server, "\n".join(lines), "application/jsonlines", accept="application/jsonlines")
+    assert response.status_code == 200
+    batched = [json.loads(line) for line in response.text.splitlines()]
+    assert [r["source"] for r in batched] == [f"s3://{USER_BUCKET}/{k}" for k in keys]
+    singles = [post(server, line, "application/json").json() for line in lines]
+    for one, many in zip(singles, batched):
+        assert unmatched(one["detections"], many["detections"], one["width"], one["height"]) == []
+    lines[5] = json.dumps({"bucket": USER_BUCKET, "key": "frames/video-16/missing.jpg"})
+    response = post(server, "\n".join(lines), "application/jsonlines", accept="application/jsonlines")
+    results = [json.loads(line) for line in response.text.splitlines()]
+    assert response.status_code == 200 and len(results) == 16
+    assert [i for i, r in enumerate(results) if "error" in r] == [5] and results[5]["error"]["status"] == 404
+
+
+def test_execution_parameters_are_not_served(server):
+    """Batch Transform asks GET /execution-parameters; TorchServe answers 404 before any handler code runs,
+    so the job's own settings apply (the deploy CLI sets them; see the README)."""
+    response = requests.get(f"{server['url']}/execution-parameters", timeout=5)
+    assert response.status_code == 404

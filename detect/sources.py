@@ -1,0 +1,65 @@
+"""Expanding the CLI's inputs (files, folders, s3:// prefixes, manifests) into image requests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from request_handling.requests import ImageRequest, parse_s3_location
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+def is_image_name(name: str) -> bool:
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def list_s3_images(client, uri: str) -> Iterator[ImageRequest]:
+    """Every image object under s3://bucket/prefix, in key order."""
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            if is_image_name(item["Key"]):
+                yield ImageRequest(bucket=bucket, key=item["Key"])
+
+
+def local_image(path: Path) -> ImageRequest:
+    """A local file as a request; its bytes are read when it is its turn (see `with_bytes`)."""
+    return ImageRequest(origin=str(path))
+
+
+def expand(inputs: list[str], s3_client, check_bucket: Callable[[ImageRequest], None]) -> Iterator[ImageRequest]:
+    """Requests for every input: an image file, a folder (recursively), s3://…/ or a manifest of such lines.
+
+    check_bucket raises for a bucket that may not be read, before anything in it is listed.
+    """
+    for item in inputs:
+        if item.startswith("s3://"):
+            if is_image_name(item) and not item.endswith("/"):
+                yield ImageRequest(*parse_s3_location(item))
+            else:
+                check_bucket(ImageRequest(bucket=item.removeprefix("s3://").partition("/")[0], key=""))
+                yield from list_s3_images(s3_client, item)
+            continue
+        path = Path(item)
+        if path.is_dir():
+            for file in sorted(p for p in path.rglob("*") if p.is_file() and is_image_name(p.name)):
+                yield local_image(file)
+        elif is_image_name(path.name):
+            yield local_image(path)
+        else:
+            lines = [line.strip() for line in path.read_text().splitlines()]
+            yield from expand([line for line in lines if line and not line.startswith("#")], s3_client, check_bucket)
+
+
+def with_bytes(request: ImageRequest) -> ImageRequest:
+    """Read a local file's bytes into its request (S3 requests are fetched by the service)."""
+    if request.bucket is not None or request.image_bytes is not None:
+        return request
+    try:
+        data = Path(request.origin).read_bytes()
+    except OSError as error:
+        from request_handling.errors import not_found
+
+        return ImageRequest(origin=request.origin, error=not_found(f"{request.origin}: {error.strerror}"))
+    return ImageRequest(origin=request.origin, image_bytes=data)

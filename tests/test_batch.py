@@ -1,0 +1,113 @@
+"""Several images per request: batched forward passes, overlapping S3 fetches, the local batch CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from conftest import REPO, SAMPLE_IMAGE, USER_BUCKET
+from PIL import Image
+
+import request_handling.service
+from efficientdet import Detector
+from request_handling.requests import ImageRequest
+from request_handling.service import DetectionService
+from request_handling.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def frames(s3_server):
+    keys = [f"frames/video-7/{i:04d}.jpg" for i in range(8)]
+    for key in keys:
+        s3_server.put(USER_BUCKET, key, SAMPLE_IMAGE.read_bytes())
+    return keys
+
+
+def test_one_forward_pass_per_batch_and_overlapping_fetches(reference, s3_server, frames, monkeypatch):
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    detector = Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0)
+    service = DetectionService(detector, Settings(batch_size=4, s3_max_concurrency=8))
+    forwards, fetches, lock = [], [], threading.Lock()
+    real_forward, real_fetch = detector.forward, request_handling.service.s3.fetch_object
+
+    def counting_forward(batch):
+        forwards.append(batch.shape[0])
+        return real_forward(batch)
+
+    def timed_fetch(*args):
+        start = time.perf_counter()
+        data = real_fetch(*args)
+        with lock:
+            fetches.append((start, time.perf_counter()))
+        return data
+
+    monkeypatch.setattr(detector, "forward", counting_forward)
+    monkeypatch.setattr(request_handling.service.s3, "fetch_object", timed_fetch)
+    prediction = service.predict([ImageRequest(bucket=USER_BUCKET, key=k) for k in frames], several=True)
+    assert forwards == [4, 4]
+    assert [r["source"] for r in prediction.results] == [f"s3://{USER_BUCKET}/{k}" for k in frames]
+    starts, ends = sorted(s for s, _ in fetches), sorted(e for _, e in fetches)
+    assert len(fetches) == 8
+    assert starts[1] < ends[0], "the second fetch should start before the first one ends"
+
+
+def run_cli(*args, **popen) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "detect", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, **popen)
+
+
+def test_cli_over_a_folder_draws_pictures(reference, tmp_path):
+    folder = tmp_path / "frames"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("a.jpg", "b.jpg", "sub/c.jpg"):
+        (folder / name).write_bytes(SAMPLE_IMAGE.read_bytes())
+    (folder / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "out.jsonl"
+    result = run_cli(str(folder), "--weights", str(reference / "efficientdet-d0.pth"), "--out", str(out),
+                     "--draw", str(tmp_path / "pictures"))
+    assert result.returncode == 1  # one image failed
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["source"].removeprefix(str(folder) + "/") for line in lines] == ["a.jpg", "b.jpg", "broken.png", "sub/c.jpg"]
+    assert lines[2]["error"]["status"] == 400 and all("detections" in lines[i] for i in (0, 1, 3))
+    summary = json.loads(result.stderr.strip().splitlines()[-1])
+    assert summary["images"] == 4 and summary["failures"] == 1 and summary["detections"] > 0
+    pictures = sorted((tmp_path / "pictures").iterdir())
+    assert len(pictures) == 3
+    with Image.open(pictures[0]) as picture:
+        assert picture.size == (600, 400)
+
+
+def test_cli_over_s3_prefix_interrupted_and_resumed(reference, s3_server, tmp_path):
+    keys = [f"frames/video-9/{i:04d}.jpg" for i in range(40)]
+    for key in keys:
+        s3_server.put(USER_BUCKET, key, SAMPLE_IMAGE.read_bytes())
+    out = tmp_path / "out.jsonl"
+    env = dict(os.environ, **s3_server.env(), ALLOWED_BUCKETS=USER_BUCKET)
+    command = [sys.executable, "-m", "detect", f"s3://{USER_BUCKET}/frames/video-9/", "--weights",
+               str(reference / "efficientdet-d0.pth"), "--out", str(out), "--chunk", "1"]
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 5):
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(60) == 130
+    first = len(out.read_text().splitlines())
+    assert 5 <= first < 40
+    resumed = subprocess.run(command + ["--resume"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    sources = [json.loads(line)["source"] for line in out.read_text().splitlines()]
+    assert sources == [f"s3://{USER_BUCKET}/{k}" for k in keys]  # none redone, none missing, in order
+    assert json.loads(resumed.stderr.strip().splitlines()[-1])["skipped"] == first
+
+
+def test_cli_refuses_a_bucket_outside_allowed_buckets(reference, s3_server):
+    env = dict(os.environ, **s3_server.env(), ALLOWED_BUCKETS="somewhere-else")
+    result = run_cli(f"s3://{USER_BUCKET}/frames/", "--weights", str(reference / "efficientdet-d0.pth"), env=env)
+    assert result.returncode == 2 and "ALLOWED_BUCKETS" in result.stderr
