@@ -18,6 +18,7 @@ from botocore.config import Config
 
 ADMIN = ("seaweed-admin", "seaweed-admin-secret")
 NO_READ = ("seaweed-noread", "seaweed-noread-secret")  # may list buckets, may not read objects
+LIMITED = ("seaweed-limited", "seaweed-limited-secret")  # may read videoblocks-ml only
 REGION = "us-east-1"
 
 
@@ -61,14 +62,17 @@ class SeaweedS3:
              "actions": ["Admin", "Read", "Write", "List", "Tagging"]},
             {"name": "noread", "credentials": [{"accessKey": NO_READ[0], "secretKey": NO_READ[1]}],
              "actions": ["List"]},
+            {"name": "limited", "credentials": [{"accessKey": LIMITED[0], "secretKey": LIMITED[1]}],
+             "actions": ["Read:videoblocks-ml", "List:videoblocks-ml"]},
         ]}))
         command = [
             weed_binary(), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data}",
             f"-master.port={free_port()}", f"-volume.port={free_port()}", f"-filer.port={free_port()}",
             "-s3", f"-s3.port={self.port}", f"-s3.config={config}",
+            "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.port.grpc={self.port + 10000}",
             "-master.volumeSizeLimitMB=64", "-volume.max=16",
         ]
-        self.log = open(self.workdir / "weed.log", "wb")
+        self.log = open(self.workdir / "weed.log", "ab")  # noqa: SIM115 - closed in stop_process
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while True:
@@ -77,8 +81,10 @@ class SeaweedS3:
                 return self
             except Exception:
                 if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop_process()
+                    tail = (self.workdir / "weed.log").read_text(errors="replace").splitlines()[-15:]
                     self.stop()
-                    raise RuntimeError(f"SeaweedFS did not start; see {self.workdir / 'weed.log'}") from None
+                    raise RuntimeError("SeaweedFS did not start:\n" + "\n".join(tail)) from None
                 time.sleep(0.3)
 
     def client(self, credentials: tuple[str, str] = ADMIN):
@@ -101,7 +107,8 @@ class SeaweedS3:
             pass
         client.put_object(Bucket=bucket, Key=key, Body=body)
 
-    def stop(self) -> None:
+    def stop_process(self) -> None:
+        """Stop the server but keep its data and port: start() brings the same S3 back."""
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
@@ -111,6 +118,9 @@ class SeaweedS3:
                 self.process.wait()
         if getattr(self, "log", None):
             self.log.close()
+
+    def stop(self) -> None:
+        self.stop_process()
         if self._tmp:
             self._tmp.cleanup()
 

@@ -63,7 +63,12 @@ def toolkit_environment(base_dir: Path, port: int) -> dict[str, str]:
         "SAGEMAKER_BASE_DIR": str(base_dir),
         "SAGEMAKER_BIND_TO_PORT": str(port),
         "SAGEMAKER_PROGRAM": "inference.py",
+        # TorchServe's other listeners default to fixed ports (8082, 7070, 7071, workers from 9000):
+        # give each server its own, so that several can run side by side.
         "TS_METRICS_ADDRESS": f"http://127.0.0.1:{free_port()}",
+        "TS_GRPC_INFERENCE_PORT": str(free_port()),
+        "TS_GRPC_MANAGEMENT_PORT": str(free_port()),
+        "TS_INITIAL_WORKER_PORT": str(free_port()),
         "PYTHONUNBUFFERED": "1",
         # torchserve and java are looked up on PATH: put this venv's scripts first.
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
