@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-dev
 COEF ?= 0
 PORT ?= 8080
 
-.PHONY: venv java test lint serve weights demo bench clean
+.PHONY: venv java test lint serve weights demo bench load clean
 
 $(STAMP): requirements/dev.txt requirements/serve.txt requirements/model.txt requirements/deploy.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ demo: venv java
 
 bench: venv java
 	$(PY) -m bench --coef $(COEF)
+
+load: venv java
+	$(PY) -m bench.load
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache .sagemaker

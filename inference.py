@@ -12,6 +12,7 @@ import logging
 import time
 
 import torch
+from sagemaker_inference import content_types
 
 from request_handling.requests import parse_request
 from request_handling.responses import negotiate, serialise
@@ -22,6 +23,9 @@ log = logging.getLogger("efficientdet.serving")
 
 
 def model_fn(model_dir: str) -> DetectionService:
+    # The toolkit decodes text/csv and application/json bodies as UTF-8 before input_fn and answers a
+    # decoding error with 500; leave those bodies as bytes so that input_fn answers 400 instead.
+    content_types.UTF8_TYPES.clear()
     settings = load_settings(model_dir)
     torch.set_num_threads(settings.num_threads)
     return DetectionService.load(model_dir, settings)

@@ -63,7 +63,6 @@ class Detector:
             raise ValueError(f"{len(scales)} anchor scales × {len(ratios)} ratios do not make the "
                              f"checkpoint's {model.num_anchors} anchors per location")
         self.anchors = AnchorCache(config.levels, config.anchor_scale, scales, ratios)
-        self.fast = fast
         model = model.eval()
         self.model = optimize_for_inference(model, self.device, self.dtype) if fast else model.to(self.device, self.dtype)
         self.memory_format = torch.channels_last if fast else torch.contiguous_format

@@ -33,3 +33,22 @@ def png_claiming(width: int, height: int) -> bytes:
 def sixteen_bit_png() -> bytes:
     values = (np.linspace(0, 65535, 64 * 48).reshape(48, 64)).astype(np.uint16)
     return encode(Image.fromarray(values), "PNG")
+
+
+def decompression_bomb_png(side: int = 20_000) -> bytes:
+    """A real, valid PNG of side×side black pixels: small on the wire, gigabytes once decoded."""
+    row = b"\x00" + b"\x00" * side  # filter byte + one grayscale byte per pixel
+    compressor = zlib.compressobj(9)
+    data = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+def jpeg_with_exif(size: int) -> bytes:
+    """A 320×200 JPEG carrying an EXIF block of about `size` bytes."""
+    exif = Image.Exif()
+    exif[0x010E] = "x" * size  # ImageDescription
+    return encode(gradient(), "JPEG", exif=exif.tobytes())

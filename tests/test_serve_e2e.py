@@ -16,10 +16,12 @@ import time
 import psutil
 import pytest
 import requests
+from bad_inputs import ALLOWED, BAD_INPUTS, MAX_IMAGE_BYTES, upload_bad_objects
 from conftest import REPO, SAMPLE_IMAGE, USER_BUCKET, USER_KEY
+from images import decompression_bomb_png, encode, gradient, jpeg_with_exif
 from matching import unmatched
 
-from localrun.s3server import free_port
+from localrun.s3server import ADMIN, free_port
 
 STARTUP_TIMEOUT = 120  # TorchServe's default model startupTimeout, as /models reports it
 
@@ -29,8 +31,9 @@ def server(s3_server, reference_model_dir):
     """`python -m localrun.serve --model DIR` (what `make serve MODEL=DIR` runs) on a read-only model dir."""
     port = free_port()
     snapshot = tree_snapshot(reference_model_dir)
-    env = dict(os.environ, **s3_server.env(), ALLOWED_BUCKETS=USER_BUCKET, SAGEMAKER_MODEL_SERVER_WORKERS="1",
-               PYTHONUNBUFFERED="1")
+    upload_bad_objects(s3_server)
+    env = dict(os.environ, **s3_server.env(), ALLOWED_BUCKETS=ALLOWED, MAX_IMAGE_BYTES=str(MAX_IMAGE_BYTES),
+               SAGEMAKER_MODEL_SERVER_WORKERS="1", PYTHONUNBUFFERED="1")
     log_path = reference_model_dir.parent / "serve.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "localrun.serve", "--model", str(reference_model_dir),
@@ -45,7 +48,7 @@ def server(s3_server, reference_model_dir):
         pytest.fail(f"server did not start:\n{log_path.read_text(errors='replace')[-4000:]}")
     ping, loaded = float(ready.group(1)), float(ready.group(2))
     print(f"\ncold start: /ping 200 after {ping:.1f} s, model loaded after {loaded:.1f} s")
-    yield {"url": f"http://127.0.0.1:{port}", "ping": ping, "loaded": loaded, "snapshot": snapshot}
+    yield {"url": f"http://127.0.0.1:{port}", "ping": ping, "loaded": loaded, "snapshot": snapshot, "log": log_path}
     children = psutil.Process(process.pid).children(recursive=True)
     process.send_signal(signal.SIGINT)  # Ctrl-C
     assert process.wait(60) == 0
@@ -164,3 +167,36 @@ def test_execution_parameters_are_not_served(server):
     so the job's own settings apply (the deploy CLI sets them; see the README)."""
     response = requests.get(f"{server['url']}/execution-parameters", timeout=5)
     assert response.status_code == 404
+
+
+HTTP_ONLY_BAD_INPUTS = [
+    ("body-over-torchserve-limit", b"x" * 7_000_000, "image/jpeg", 413),
+    ("png-decompression-bomb", decompression_bomb_png(), "image/png", 413),
+]
+
+
+@pytest.mark.parametrize("payload, content_type, accept, status, words",
+                         [case[1:] for case in BAD_INPUTS], ids=[case[0] for case in BAD_INPUTS])
+def test_bad_input_over_http(server, payload, content_type, accept, status, words):
+    response = post(server, payload, content_type, accept)
+    assert response.status_code == status, response.text[:300]
+    assert words in response.text.splitlines()[0]
+
+
+@pytest.mark.parametrize("payload, content_type, status", [c[1:] for c in HTTP_ONLY_BAD_INPUTS],
+                         ids=[c[0] for c in HTTP_ONLY_BAD_INPUTS])
+def test_oversized_bodies_and_bombs(server, payload, content_type, status):
+    assert post(server, payload, content_type).status_code == status
+
+
+def test_jpeg_with_a_huge_exif_block_is_detected(server):
+    response = post(server, jpeg_with_exif(60_000), "image/jpeg")
+    assert response.status_code == 200 and response.json()["width"] == 320
+
+
+def test_still_serving_after_bad_input_and_no_credentials_in_logs(server):
+    assert requests.get(f"{server['url']}/ping", timeout=5).status_code == 200
+    assert post(server, encode(gradient(), "PNG"), "image/png").status_code == 200
+    log = server["log"].read_text(errors="replace")
+    assert "detected images=" in log
+    assert ADMIN[1] not in log and ADMIN[0] not in log
