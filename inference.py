@@ -45,8 +45,9 @@ def output_fn(prediction: Prediction, accept: str) -> tuple[str, str]:
     start = time.perf_counter()
     body = serialise(prediction.results, prediction.several, content_type)
     timings = dict(prediction.timings, serialise=time.perf_counter() - start)
+    batches = timings.pop("batches", 0)
     errors = [r["error"]["status"] for r in prediction.results if "error" in r]
-    log.info("detected images=%d errors=%s timings_ms=%s%s", len(prediction.results), errors,
-             json.dumps({k: round(v * 1000, 2) if k != "batches" else v for k, v in timings.items()}),
+    log.info("detected images=%d batches=%d errors=%s timings_ms=%s%s", len(prediction.results), batches, errors,
+             json.dumps({stage: round(seconds * 1000, 2) for stage, seconds in timings.items()}),
              f" {UNTRAINED_WARNING}" if prediction.untrained else "")
     return body, content_type

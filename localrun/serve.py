@@ -28,7 +28,7 @@ from .s3server import free_port
 log = logging.getLogger("localrun.serve")
 
 TS_CONFIG_FILE = Path("/etc/sagemaker-ts.properties")  # where the toolkit writes TorchServe's configuration
-STARTUP_TIMEOUT = 120  # seconds: what SageMaker gives a container to answer /ping by default is longer (about 8 min)
+STARTUP_TIMEOUT = 120  # seconds to wait for a READY worker: TorchServe's own model startupTimeout
 
 
 def extract_archive(archive: Path, target: Path) -> Path:
@@ -64,7 +64,8 @@ def toolkit_environment(base_dir: Path, port: int) -> dict[str, str]:
         "SAGEMAKER_BIND_TO_PORT": str(port),
         "SAGEMAKER_PROGRAM": "inference.py",
         # TorchServe's other listeners default to fixed ports (8082, 7070, 7071, workers from 9000):
-        # give each server its own, so that several can run side by side.
+        # take free ones so that they collide with nothing else here. (The toolkit itself still runs
+        # one TorchServe per machine.)
         "TS_METRICS_ADDRESS": f"http://127.0.0.1:{free_port()}",
         "TS_GRPC_INFERENCE_PORT": str(free_port()),
         "TS_GRPC_MANAGEMENT_PORT": str(free_port()),
