@@ -22,11 +22,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
+
 from .model_dir import REPO, assemble_model_dir
 from .s3server import free_port
 
 log = logging.getLogger("localrun.serve")
 
+TS_FRONTEND = "org.pytorch.serve.ModelServer"  # TorchServe's Java main class
 TS_CONFIG_FILE = Path("/etc/sagemaker-ts.properties")  # where the toolkit writes TorchServe's configuration
 STARTUP_TIMEOUT = 120  # seconds to wait for a READY worker: TorchServe's own model startupTimeout
 
@@ -75,6 +78,15 @@ def toolkit_environment(base_dir: Path, port: int) -> dict[str, str]:
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     })
     return env
+
+
+def running_model_servers() -> list[int]:
+    """Pids of TorchServe frontends on this machine (the toolkit refuses to run beside another)."""
+    pids = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        if process.info["status"] != psutil.STATUS_ZOMBIE and TS_FRONTEND in (process.info["cmdline"] or []):
+            pids.append(process.pid)
+    return pids
 
 
 def _get_json(url: str):
@@ -129,6 +141,10 @@ class ModelServer:
         self.ready_seconds: float | None = None
 
     def start(self) -> ModelServer:
+        others = running_model_servers()
+        if others:
+            raise SystemExit(f"TorchServe is already running (pid {', '.join(map(str, others))}): the AWS toolkit "
+                             "serves one per machine; stop it first (Ctrl-C in its `make serve`)")
         if TS_CONFIG_FILE.exists() and not os.access(TS_CONFIG_FILE, os.W_OK) or \
                 not TS_CONFIG_FILE.exists() and not os.access(TS_CONFIG_FILE.parent, os.W_OK):
             raise SystemExit(f"the AWS toolkit writes {TS_CONFIG_FILE}: make it writable for this user "
@@ -162,6 +178,9 @@ class ModelServer:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(group, signal.SIGKILL)  # whatever of the group is still there
         self.process.wait()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and running_model_servers():
+            time.sleep(0.1)  # the toolkit picks "the" TorchServe by its command line: let ours be gone
         self.process = None
         if self._tmp:
             shutil.rmtree(self._tmp.name, ignore_errors=True)

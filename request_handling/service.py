@@ -53,6 +53,7 @@ class DetectionService:
         self.detector = detector
         self.settings = settings
         self.pool = ThreadPoolExecutor(max_workers=settings.s3_max_concurrency, thread_name_prefix="s3-fetch")
+        self.detect_pool = ThreadPoolExecutor(max_workers=settings.parallel_batches, thread_name_prefix="detect")
         self._label_ids = {label: i for i, label in enumerate(detector.labels) if label}
 
     @classmethod
@@ -154,6 +155,7 @@ class DetectionService:
             )
             pending.append((index, request))
         timings = {"s3": 0.0, "decode": 0.0}
+        running: deque = deque()
         batch: list[tuple[int, np.ndarray]] = []
         for position, (index, decoded) in enumerate(self._loaded(pending)):
             timings["s3"] += decoded.fetch_seconds
@@ -167,21 +169,32 @@ class DetectionService:
                 if keep_images:
                     images[index] = decoded.image
             if batch and (len(batch) == settings.batch_size or position == len(pending) - 1):
-                self._detect(batch, requests, options, results, timings)
+                running.append(self.detect_pool.submit(self._detect, batch, requests, options, results))
                 batch = []
+                while len(running) > settings.parallel_batches:
+                    _add_timings(timings, running.popleft().result())
+        while running:
+            _add_timings(timings, running.popleft().result())
         return Prediction(results, several, settings.untrained, timings, images if keep_images else None)
 
-    def _detect(self, batch, requests, options, results, timings) -> None:
+    def _detect(self, batch, requests, options, results) -> dict[str, float]:
+        """Detect in one batch (on the detect pool), fill its results in, return its stage timings."""
+        timings = {"batches": 1}
         indices = [index for index, _ in batch]
         images = [image for _, image in batch]
         thresholds = [options[i][0] for i in indices]
         ious = [options[i][1] for i in indices]
         limits = [MAX_DETECTIONS_LIMIT if options[i][3] else options[i][2] for i in indices]
         detections = self.detector.detect(images, thresholds, ious, limits, timings=timings)
-        timings["batches"] = timings.get("batches", 0) + 1
         for index, image, found in zip(indices, images, detections):
             threshold, iou, limit, classes = options[index]
             if classes is not None:
                 found = [d for d in found if d.class_id in classes][:limit]
             results[index] = image_result(requests[index].source, image.shape[1], image.shape[0],
                                           self.detector.name, threshold, iou, found)
+        return timings
+
+
+def _add_timings(total: dict[str, float], part: dict[str, float]) -> None:
+    for stage, value in part.items():
+        total[stage] = total.get(stage, 0) + value

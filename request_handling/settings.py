@@ -44,6 +44,7 @@ class Settings:
     anchor_ratios: tuple[tuple[float, float], ...] | None = None
     untrained: bool = False
     num_threads: int = 1
+    parallel_batches: int = 1
 
 
 def _integer(env: Mapping[str, str], name: str, default: int, low: int, high: int | None = None) -> int:
@@ -100,6 +101,12 @@ def default_num_threads(env: Mapping[str, str] = os.environ) -> int:
     return _integer(env, "EFFICIENTDET_NUM_THREADS", max(1, cores // workers), 1)
 
 
+def default_parallel_batches(num_threads: int) -> int:
+    """Forward passes one multi-image request may run at once: enough to use every core when it is
+    the only request in flight (Batch Transform sends one mini-batch at a time by default)."""
+    return 1 if torch.cuda.is_available() else max(1, (os.cpu_count() or 1) // num_threads)
+
+
 def read_model_config(model_dir: str | os.PathLike) -> dict:
     """The optional efficientdet.json beside the checkpoint, validated field by field."""
     path = Path(model_dir) / MODEL_CONFIG_FILE
@@ -147,6 +154,7 @@ def load_settings(model_dir: str | os.PathLike, env: Mapping[str, str] = os.envi
             f"EFFICIENTDET_INPUT_SIZE={input_size} is not valid: expected a multiple of {config.size_multiple}") from None
     buckets = frozenset(b.strip() for b in env.get("ALLOWED_BUCKETS", "").split(",") if b.strip())
     ratios = model_config.get("anchor_ratios")
+    num_threads = default_num_threads(env)
     return Settings(
         compound_coef=coef,
         weights=weights,
@@ -168,5 +176,6 @@ def load_settings(model_dir: str | os.PathLike, env: Mapping[str, str] = os.envi
         anchor_scales=tuple(model_config["anchor_scales"]) if "anchor_scales" in model_config else None,
         anchor_ratios=tuple(tuple(r) for r in ratios) if ratios else None,
         untrained=bool(model_config.get("untrained", False)),
-        num_threads=default_num_threads(env),
+        num_threads=num_threads,
+        parallel_batches=_integer(env, "PARALLEL_BATCHES", default_parallel_batches(num_threads), 1, 64),
     )

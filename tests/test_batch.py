@@ -29,17 +29,21 @@ def frames(s3_server):
     return keys
 
 
-def test_one_forward_pass_per_batch_and_overlapping_fetches(reference, s3_server, frames, monkeypatch):
+def test_one_forward_pass_per_batch_overlapping_fetches_and_passes(reference, s3_server, frames, monkeypatch):
     for name, value in s3_server.env().items():
         monkeypatch.setenv(name, value)
     detector = Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0)
-    service = DetectionService(detector, Settings(batch_size=4, s3_max_concurrency=8))
-    forwards, fetches, lock = [], [], threading.Lock()
+    service = DetectionService(detector, Settings(batch_size=4, s3_max_concurrency=8, parallel_batches=2))
+    forwards, passes, fetches, lock = [], [], [], threading.Lock()
     real_forward, real_fetch = detector.forward, request_handling.service.s3.fetch_object
 
     def counting_forward(batch):
         forwards.append(batch.shape[0])
-        return real_forward(batch)
+        start = time.perf_counter()
+        outputs = real_forward(batch)
+        with lock:
+            passes.append((start, time.perf_counter()))
+        return outputs
 
     def timed_fetch(*args):
         start = time.perf_counter()
@@ -56,6 +60,8 @@ def test_one_forward_pass_per_batch_and_overlapping_fetches(reference, s3_server
     starts, ends = sorted(s for s, _ in fetches), sorted(e for _, e in fetches)
     assert len(fetches) == 8
     assert starts[1] < ends[0], "the second fetch should start before the first one ends"
+    (first_start, first_end), (second_start, _) = sorted(passes)
+    assert second_start < first_end, "the two batches' forward passes should run at the same time"
 
 
 def run_cli(*args, **popen) -> subprocess.CompletedProcess:
