@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import stat
 from pathlib import Path
 
 from efficientdet.weights import write_untrained_checkpoint
-
-log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 CODE_FILES = ("inference.py",)

@@ -22,12 +22,17 @@ def gradient(width: int = 320, height: int = 200) -> Image.Image:
     return Image.fromarray(np.stack([x, y, 255 - x], axis=2))
 
 
-def png_claiming(width: int, height: int) -> bytes:
-    """A PNG whose header claims width×height pixels but carries almost no data."""
+def png(width: int, height: int, color_type: int, compressed_rows: bytes) -> bytes:
+    """A PNG file from its IHDR fields and already-compressed image data."""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+    header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", compressed_rows) + chunk(b"IEND", b"")
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims width×height RGB pixels but carries almost no data."""
+    return png(width, height, 2, zlib.compress(b"\x00" * 16))
 
 
 def sixteen_bit_png() -> bytes:
@@ -39,12 +44,7 @@ def decompression_bomb_png(side: int = 20_000) -> bytes:
     """A real, valid PNG of side×side black pixels: small on the wire, gigabytes once decoded."""
     row = b"\x00" + b"\x00" * side  # filter byte + one grayscale byte per pixel
     compressor = zlib.compressobj(9)
-    data = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
-    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    return png(side, side, 0, b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush())
 
 
 def jpeg_with_exif(size: int) -> bytes:
