@@ -86,7 +86,7 @@ def _boolean(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 
 def max_images_per_request(env: Mapping[str, str] = os.environ) -> int:
-    return _integer(env, "MAX_IMAGES_PER_REQUEST", 1000, 1)
+    return _integer(env, "MAX_IMAGES_PER_REQUEST", Settings.max_images_per_request, 1)
 
 
 def default_batch_size() -> int:
@@ -155,23 +155,24 @@ def load_settings(model_dir: str | os.PathLike, env: Mapping[str, str] = os.envi
     buckets = frozenset(b.strip() for b in env.get("ALLOWED_BUCKETS", "").split(",") if b.strip())
     ratios = model_config.get("anchor_ratios")
     num_threads = default_num_threads(env)
+    default = Settings()
     return Settings(
         compound_coef=coef,
         weights=weights,
         input_size=input_size,
-        pred_threshold=_number(env, "DEFAULT_PRED_THRESHOLD", 0.2, 0.0, 1.0),
-        iou_threshold=_number(env, "DEFAULT_IOU_THRESHOLD", 0.2, 0.0, 1.0),
-        max_detections=_integer(env, "DEFAULT_MAX_DETECTIONS", 100, 1),
-        use_float16=_boolean(env, "USE_FLOAT16", False),
+        pred_threshold=_number(env, "DEFAULT_PRED_THRESHOLD", default.pred_threshold, 0.0, 1.0),
+        iou_threshold=_number(env, "DEFAULT_IOU_THRESHOLD", default.iou_threshold, 0.0, 1.0),
+        max_detections=_integer(env, "DEFAULT_MAX_DETECTIONS", default.max_detections, 1),
+        use_float16=_boolean(env, "USE_FLOAT16", default.use_float16),
         allowed_buckets=buckets,
-        max_image_bytes=_integer(env, "MAX_IMAGE_BYTES", 50_000_000, 1),
-        max_image_pixels=_integer(env, "MAX_IMAGE_PIXELS", 100_000_000, 1),
+        max_image_bytes=_integer(env, "MAX_IMAGE_BYTES", default.max_image_bytes, 1),
+        max_image_pixels=_integer(env, "MAX_IMAGE_PIXELS", default.max_image_pixels, 1),
         max_images_per_request=max_images_per_request(env),
         batch_size=_integer(env, "BATCH_SIZE", default_batch_size(), 1, 256),
-        s3_connect_timeout=_number(env, "S3_CONNECT_TIMEOUT", 5.0, 0.1, 300.0),
-        s3_read_timeout=_number(env, "S3_READ_TIMEOUT", 20.0, 0.1, 300.0),
-        s3_max_attempts=_integer(env, "S3_MAX_ATTEMPTS", 3, 1, 10),
-        s3_max_concurrency=_integer(env, "S3_MAX_CONCURRENCY", 8, 1, 64),
+        s3_connect_timeout=_number(env, "S3_CONNECT_TIMEOUT", default.s3_connect_timeout, 0.1, 300.0),
+        s3_read_timeout=_number(env, "S3_READ_TIMEOUT", default.s3_read_timeout, 0.1, 300.0),
+        s3_max_attempts=_integer(env, "S3_MAX_ATTEMPTS", default.s3_max_attempts, 1, 10),
+        s3_max_concurrency=_integer(env, "S3_MAX_CONCURRENCY", default.s3_max_concurrency, 1, 64),
         labels=tuple(model_config["labels"]) if "labels" in model_config else None,
         anchor_scales=tuple(model_config["anchor_scales"]) if "anchor_scales" in model_config else None,
         anchor_ratios=tuple(tuple(r) for r in ratios) if ratios else None,
