@@ -45,11 +45,8 @@ def write_reproducible_tar_gz(source: Path, archive: Path) -> None:
 
 
 def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def build_archive(coef: int, weights: Path | None, out_dir: Path, untrained: bool = False) -> Path:

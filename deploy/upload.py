@@ -25,7 +25,8 @@ def upload_archive(archive: Path, bucket: str, environment: str, client=None) ->
     """Upload with a Content-MD5 the server checks, then compare size and ETag; returns the s3:// URI."""
     client = client or boto3.client("s3")
     key = archive_key(environment)
-    md5 = hashlib.md5(archive.read_bytes())
+    with open(archive, "rb") as f:
+        md5 = hashlib.file_digest(f, "md5")
     with open(archive, "rb") as body:
         client.put_object(Bucket=bucket, Key=key, Body=body, ContentMD5=base64.b64encode(md5.digest()).decode(),
                           ContentType="application/gzip")

@@ -21,7 +21,6 @@ from tqdm import tqdm
 
 from efficientdet.weights import write_untrained_checkpoint
 from localrun.draw import draw_detections
-from request_handling import s3
 from request_handling.errors import RequestError
 from request_handling.service import DetectionService
 from request_handling.settings import ConfigurationError, load_settings
@@ -84,9 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--resume needs --out FILE")
 
     service = load_service(args)
-    settings = service.settings
-    client = s3.s3_client(settings.s3_connect_timeout, settings.s3_read_timeout, settings.s3_max_attempts,
-                          settings.s3_max_concurrency)
+    client = service.s3_client()
     skip = done_sources(Path(args.out)) if args.resume else set()
     try:
         requests = [r for r in expand(args.inputs, client, service.check_allowed) if r.source not in skip]

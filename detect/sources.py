@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from request_handling.errors import not_found
 from request_handling.requests import ImageRequest, parse_s3_location
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -59,7 +60,5 @@ def with_bytes(request: ImageRequest) -> ImageRequest:
     try:
         data = Path(request.origin).read_bytes()
     except OSError as error:
-        from request_handling.errors import not_found
-
         return ImageRequest(origin=request.origin, error=not_found(f"{request.origin}: {error.strerror}"))
     return ImageRequest(origin=request.origin, image_bytes=data)

@@ -18,6 +18,11 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def same_padding_2d(x: torch.Tensor, kernel: int, stride: int) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) "same" padding for a square window over the last two dims of x."""
+    return (*same_padding(x.shape[-2], kernel, stride), *same_padding(x.shape[-1], kernel, stride))
+
+
 def batch_norm(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
 
@@ -33,8 +38,7 @@ class SameConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.conv
         kernel, stride = conv.kernel_size[0], conv.stride[0]
-        top, bottom = same_padding(x.shape[-2], kernel, stride)
-        left, right = same_padding(x.shape[-1], kernel, stride)
+        top, bottom, left, right = same_padding_2d(x, kernel, stride)
         if top == bottom and left == right:
             return F.conv2d(x, conv.weight, conv.bias, stride, (top, left), 1, conv.groups)
         return conv(F.pad(x, (left, right, top, bottom)))
@@ -49,8 +53,7 @@ class SameMaxPool2d(nn.Module):
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        top, bottom = same_padding(x.shape[-2], self.kernel_size, self.stride)
-        left, right = same_padding(x.shape[-1], self.kernel_size, self.stride)
+        top, bottom, left, right = same_padding_2d(x, self.kernel_size, self.stride)
         return F.max_pool2d(F.pad(x, (left, right, top, bottom)), self.kernel_size, self.stride)
 
 

@@ -18,7 +18,7 @@ from torch import nn
 from .backbone import EfficientNetTrunk, MBConvBlock
 from .bifpn import BiFPNCell
 from .head import PredictionHead
-from .layers import SameConv2d, SeparableConvBlock, same_padding
+from .layers import SameConv2d, SeparableConvBlock, same_padding_2d
 from .model import EfficientDet
 
 
@@ -109,8 +109,7 @@ class OneDNNConv2d(nn.Module):
         return packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        top, bottom = same_padding(x.shape[-2], self.kernel, self.stride)
-        left, right = same_padding(x.shape[-1], self.kernel, self.stride)
+        top, bottom, left, right = same_padding_2d(x, self.kernel, self.stride)
         grown = (top, left) == (bottom - 1, right - 1) and self.grown_weight is not None
         if grown:
             top, left = bottom, right

@@ -88,6 +88,12 @@ class DetectionService:
                 raise bad_request(f"unknown class name {c[:60]!r}")
         return frozenset(ids)
 
+    def s3_client(self):
+        """The process-wide S3 client, configured by these settings."""
+        settings = self.settings
+        return s3.s3_client(settings.s3_connect_timeout, settings.s3_read_timeout, settings.s3_max_attempts,
+                            settings.s3_max_concurrency)
+
     def check_allowed(self, request: ImageRequest) -> None:
         allowed = self.settings.allowed_buckets
         if request.bucket is not None and allowed and request.bucket not in allowed:
@@ -100,10 +106,7 @@ class DetectionService:
             start = time.perf_counter()
             data = request.image_bytes
             if data is None:
-                settings = self.settings
-                client = s3.s3_client(settings.s3_connect_timeout, settings.s3_read_timeout,
-                                      settings.s3_max_attempts, settings.s3_max_concurrency)
-                data = s3.fetch_object(client, request.bucket, request.key, settings.max_image_bytes)
+                data = s3.fetch_object(self.s3_client(), request.bucket, request.key, self.settings.max_image_bytes)
             fetched = time.perf_counter()
             decoded.fetch_seconds = fetched - start
             decoded.image = decode_image(data, self.settings.max_image_bytes, self.settings.max_image_pixels,
