@@ -7,6 +7,7 @@ shared and noisy, so absolute numbers move between runs more than ratios do.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
@@ -19,16 +20,19 @@ import numpy as np
 import requests
 import torch
 from PIL import Image
+from torchvision.ops import box_iou
 
-from efficientdet import Detector, EfficientDet, get_config
+from efficientdet import Detection, Detector, EfficientDet, get_config
 from efficientdet.weights import untrained_state_dict
 from localrun.s3server import SeaweedS3, free_port
 from localrun.serve import ModelServer
+from request_handling.images import decode_image
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "coffee.jpg"
 BUCKET = "videoblocks-ml"
 KEY_PREFIX = "bench/frame-"
+FRAME_SIZES = ((1920, 1080), (3840, 2160))
 
 
 def default_checkpoint() -> str | None:
@@ -72,6 +76,47 @@ def bench_latency(coef: int, checkpoint: str | None, rounds: int, image: np.ndar
             samples[name].append(time.perf_counter() - start)
     results = {name: {"p50_ms": 1000 * percentile(s, 50), "p95_ms": 1000 * percentile(s, 95)} for name, s in samples.items()}
     results["speedup_p50"] = results["plain eager"]["p50_ms"] / results["fast"]["p50_ms"]
+    return results
+
+
+def video_frame(width: int, height: int) -> bytes:
+    """The sample photograph scaled up to a video frame size, as a JPEG of quality 90."""
+    out = io.BytesIO()
+    Image.open(SAMPLE).resize((width, height), Image.Resampling.BICUBIC).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def partners_found(full: list[Detection], reduced: list[Detection], min_score: float = 0.25) -> tuple[int, int]:
+    """(how many of, out of) the full decode's detections scoring ≥ min_score have a same-class partner at IoU ≥ 0.5."""
+    wanted = [d for d in full if d.score >= min_score]
+    found = 0
+    for d in wanted:
+        partners = [r.box for r in reduced if r.class_id == d.class_id]
+        if partners and float(box_iou(torch.tensor([d.box]), torch.tensor(partners)).max()) >= 0.5:
+            found += 1
+    return found, len(wanted)
+
+
+def bench_reduced_decode(coef: int, checkpoint: str | None, rounds: int) -> dict:
+    """(d) the opt-in JPEG_REDUCED_DECODE: JPEG bytes → detections for video frames, full against reduced decode."""
+    detector = detectors(coef, checkpoint)["fast"]
+    reduce_to = {"full decode": None, "reduced decode": detector.input_size}
+    results = {}
+    for width, height in FRAME_SIZES:
+        data = video_frame(width, height)
+        samples: dict[str, list[float]] = {name: [] for name in reduce_to}
+        found = {}
+        for _ in range(rounds + 2):
+            for name, size in reduce_to.items():
+                start = time.perf_counter()
+                image = decode_image(data, len(data), width * height, reduce_to=size)
+                found[name] = detector.detect([image.pixels], full_sizes=[(image.width, image.height)])[0]
+                samples[name].append(time.perf_counter() - start)
+        row = {name: {"p50_ms": 1000 * percentile(s[2:], 50), "p95_ms": 1000 * percentile(s[2:], 95)}
+               for name, s in samples.items()}
+        row["speedup_p50"] = row["full decode"]["p50_ms"] / row["reduced decode"]["p50_ms"]
+        row["partners_found"] = partners_found(found["full decode"], found["reduced decode"])
+        results[f"{width}x{height}"] = row
     return results
 
 
@@ -156,6 +201,13 @@ def markdown(results: dict) -> str:
         cold = server["cold_start"]
         lines += ["", f"Cold start: /ping answers 200 after {cold['ping_s']:.1f} s, the model is loaded after "
                       f"{cold['model_loaded_s']:.1f} s."]
+    reduced = results.get("reduced_decode")
+    if reduced:
+        lines += ["", "| opt-in `JPEG_REDUCED_DECODE`, JPEG bytes → detections | full decode p50 ms | "
+                      "reduced decode p50 ms | speed-up | full-decode detections (score ≥ 0.25) found again |", "| --- | --- | --- | --- | --- |"]
+        for frame, row in reduced.items():
+            lines.append(f"| {frame} frame | {row['full decode']['p50_ms']:.1f} | {row['reduced decode']['p50_ms']:.1f} | "
+                         f"{row['speedup_p50']:.2f}× | {row['partners_found'][0]} of {row['partners_found'][1]} |")
     return "\n".join(lines)
 
 
@@ -165,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default=default_checkpoint(),
                         help="checkpoint to time (default: weights/, else the reference fixture, else untrained weights)")
     parser.add_argument("--rounds", type=int, default=30, help="timed images per mode")
-    parser.add_argument("--server-rounds", type=int, default=4, help="rounds of requests per server mode")
+    parser.add_argument("--rounds-extras", type=int, default=15, help="timed frames per opt-in mode (0: skip)")
+    parser.add_argument("--server-rounds", type=int, default=8, help="rounds of requests per server mode")
     parser.add_argument("--batch", type=int, default=8, help="images per batched request")
     parser.add_argument("--skip-server", action="store_true")
     parser.add_argument("--json", default=str(REPO / "build" / "bench" / "results.json"))
@@ -173,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     image = np.asarray(Image.open(SAMPLE).convert("RGB"))
     results = {"machine": machine(), "coef": args.coef, "input_size": get_config(args.coef).input_size,
                "checkpoint": args.checkpoint, "latency": bench_latency(args.coef, args.checkpoint, args.rounds, image)}
+    if args.rounds_extras:
+        results["reduced_decode"] = bench_reduced_decode(args.coef, args.checkpoint, args.rounds_extras)
     if not args.skip_server:
         results["server"] = bench_server(args.server_rounds, args.batch, args.checkpoint)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     counts["detections"] += len(result["detections"])
                     if args.draw is not None:
-                        image = Image.fromarray(prediction.images[offset])
+                        image = Image.fromarray(prediction.images[offset]).resize((result["width"], result["height"]))
                         draw_detections(image, result["detections"],
                                         args.draw / picture_name(result["source"], first + offset))
             out.flush()

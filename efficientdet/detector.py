@@ -17,7 +17,7 @@ from .config import DEFAULT_ANCHOR_RATIOS, DEFAULT_ANCHOR_SCALES, validate_input
 from .labels import COCO_LABELS
 from .model import EfficientDet
 from .optimize import optimize_for_inference
-from .preprocess import letterbox
+from .preprocess import Letterbox, letterbox
 from .weights import build_from_state_dict, load_state_dict
 
 log = logging.getLogger(__name__)
@@ -101,10 +101,13 @@ class Detector:
 
     def detect(self, images: Sequence[np.ndarray], score_threshold: float | Sequence[float] = 0.2,
                iou_threshold: float | Sequence[float] = 0.2, max_detections: int | Sequence[int] = 100,
-               timings: dict[str, float] | None = None) -> list[list[Detection]]:
+               timings: dict[str, float] | None = None,
+               full_sizes: Sequence[tuple[int, int]] | None = None) -> list[list[Detection]]:
         """Detections per image (RGB uint8 arrays of any sizes), sorted by score, boxes in image pixels.
 
         Thresholds may be one value or one per image. `timings` receives seconds per stage.
+        `full_sizes` gives each image's (width, height) before a reduced decode: boxes come back in
+        those pixels and are clipped to them.
         """
         if not images:
             return []
@@ -114,6 +117,9 @@ class Detector:
         limits = _per_image(max_detections, count, "max_detections")
         clock = time.perf_counter()
         batch, placements = self.preprocess(images)
+        if full_sizes is not None:
+            placements = [Letterbox(width, height, p.resized_width, p.resized_height)
+                          for p, (width, height) in zip(placements, full_sizes, strict=True)]
         preprocessed = time.perf_counter()
         regression, class_logits, anchors = self.forward(batch)
         if self.device.type == "cuda":

@@ -17,7 +17,7 @@ from efficientdet import Detector
 
 from . import s3
 from .errors import RequestError, bad_request, forbidden
-from .images import decode_image
+from .images import DecodedImage, decode_image
 from .requests import MAX_DETECTIONS_LIMIT, ImageRequest
 from .responses import error_result, image_result
 from .settings import Settings
@@ -40,7 +40,7 @@ class Prediction:
 
 @dataclass
 class Decoded:
-    image: np.ndarray | None = None
+    image: DecodedImage | None = None
     error: RequestError | None = None
     fetch_seconds: float = 0.0
     decode_seconds: float = 0.0
@@ -55,6 +55,7 @@ class DetectionService:
         self.pool = ThreadPoolExecutor(max_workers=settings.s3_max_concurrency, thread_name_prefix="s3-fetch")
         self.detect_pool = ThreadPoolExecutor(max_workers=settings.parallel_batches, thread_name_prefix="detect")
         self._label_ids = {label: i for i, label in enumerate(detector.labels) if label}
+        self._reduce_to = detector.input_size if settings.jpeg_reduced_decode else None
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike, settings: Settings) -> DetectionService:
@@ -110,7 +111,7 @@ class DetectionService:
             fetched = time.perf_counter()
             decoded.fetch_seconds = fetched - start
             decoded.image = decode_image(data, self.settings.max_image_bytes, self.settings.max_image_pixels,
-                                         request.source or "request body")
+                                         request.source or "request body", self._reduce_to)
             decoded.decode_seconds = time.perf_counter() - fetched
         except RequestError as error:
             decoded.error = error
@@ -132,7 +133,8 @@ class DetectionService:
     def predict(self, requests: list[ImageRequest], several: bool, keep_images: bool = False) -> Prediction:
         """Detect in every image; a single image's error is raised, several images' errors stay in place.
 
-        keep_images=True also returns the decoded images (None where an image failed).
+        keep_images=True also returns the decoded pixels (None where an image failed); with
+        JPEG_REDUCED_DECODE they may be smaller than the image its boxes refer to.
         """
         settings = self.settings
         results: list[dict | None] = [None] * len(requests)
@@ -159,7 +161,7 @@ class DetectionService:
             pending.append((index, request))
         timings = {"s3": 0.0, "decode": 0.0}
         running: deque = deque()
-        batch: list[tuple[int, np.ndarray]] = []
+        batch: list[tuple[int, DecodedImage]] = []
         for position, (index, decoded) in enumerate(self._loaded(pending)):
             timings["s3"] += decoded.fetch_seconds
             timings["decode"] += decoded.decode_seconds
@@ -170,7 +172,7 @@ class DetectionService:
             else:
                 batch.append((index, decoded.image))
                 if keep_images:
-                    images[index] = decoded.image
+                    images[index] = decoded.image.pixels
             if batch and (len(batch) == settings.batch_size or position == len(pending) - 1):
                 running.append(self.detect_pool.submit(self._detect, batch, requests, options, results))
                 batch = []
@@ -188,12 +190,13 @@ class DetectionService:
         thresholds = [options[i][0] for i in indices]
         ious = [options[i][1] for i in indices]
         limits = [MAX_DETECTIONS_LIMIT if options[i][3] else options[i][2] for i in indices]
-        detections = self.detector.detect(images, thresholds, ious, limits, timings=timings)
+        detections = self.detector.detect([image.pixels for image in images], thresholds, ious, limits,
+                                          timings=timings, full_sizes=[(image.width, image.height) for image in images])
         for index, image, found in zip(indices, images, detections):
             threshold, iou, limit, classes = options[index]
             if classes is not None:
                 found = [d for d in found if d.class_id in classes][:limit]
-            results[index] = image_result(requests[index].source, image.shape[1], image.shape[0],
+            results[index] = image_result(requests[index].source, image.width, image.height,
                                           self.detector.name, threshold, iou, found)
         return timings
 

@@ -30,6 +30,7 @@ class Settings:
     iou_threshold: float = 0.2
     max_detections: int = 100
     use_float16: bool = False
+    jpeg_reduced_decode: bool = False
     allowed_buckets: frozenset[str] = frozenset()
     max_image_bytes: int = 50_000_000
     max_image_pixels: int = 100_000_000
@@ -164,6 +165,7 @@ def load_settings(model_dir: str | os.PathLike, env: Mapping[str, str] = os.envi
         iou_threshold=_number(env, "DEFAULT_IOU_THRESHOLD", default.iou_threshold, 0.0, 1.0),
         max_detections=_integer(env, "DEFAULT_MAX_DETECTIONS", default.max_detections, 1),
         use_float16=_boolean(env, "USE_FLOAT16", default.use_float16),
+        jpeg_reduced_decode=_boolean(env, "JPEG_REDUCED_DECODE", default.jpeg_reduced_decode),
         allowed_buckets=buckets,
         max_image_bytes=_integer(env, "MAX_IMAGE_BYTES", default.max_image_bytes, 1),
         max_image_pixels=_integer(env, "MAX_IMAGE_PIXELS", default.max_image_pixels, 1),

@@ -7,7 +7,8 @@ import struct
 import zlib
 
 import numpy as np
-from PIL import Image
+from conftest import SAMPLE_IMAGE
+from PIL import ExifTags, Image
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:
@@ -52,3 +53,12 @@ def jpeg_with_exif(size: int) -> bytes:
     exif = Image.Exif()
     exif[0x010E] = "x" * size  # ImageDescription
     return encode(gradient(), "JPEG", exif=exif.tobytes())
+
+
+def video_frame(width: int, height: int, orientation: int | None = None) -> bytes:
+    """The sample photograph scaled up to a video frame size, as a JPEG (optionally EXIF-rotated)."""
+    exif = Image.Exif()
+    if orientation:
+        exif[ExifTags.Base.Orientation] = orientation
+    frame = Image.open(SAMPLE_IMAGE).resize((width, height), Image.Resampling.BICUBIC)
+    return encode(frame, "JPEG", quality=90, exif=exif.tobytes())

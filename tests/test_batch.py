@@ -12,6 +12,7 @@ import time
 
 import pytest
 from conftest import REPO, SAMPLE_IMAGE, USER_BUCKET
+from images import video_frame
 from PIL import Image
 
 import request_handling.service
@@ -88,6 +89,20 @@ def test_cli_over_a_folder_draws_pictures(reference, tmp_path):
     assert len(pictures) == 3
     with Image.open(pictures[0]) as picture:
         assert picture.size == (600, 400)
+
+
+def test_cli_draws_full_size_pictures_with_jpeg_reduced_decode(reference, tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    (folder / "frame.jpg").write_bytes(video_frame(1920, 1080))
+    out = tmp_path / "out.jsonl"
+    result = run_cli(str(folder), "--weights", str(reference / "efficientdet-d0.pth"), "--out", str(out),
+                     "--draw", str(tmp_path / "pictures"), env=dict(os.environ, JPEG_REDUCED_DECODE="true"))
+    assert result.returncode == 0, result.stderr
+    line = json.loads(out.read_text())
+    assert (line["width"], line["height"]) == (1920, 1080) and line["detections"]
+    with Image.open(tmp_path / "pictures" / "000000-frame.png") as picture:
+        assert picture.size == (1920, 1080)
 
 
 def test_cli_over_s3_prefix_interrupted_and_resumed(reference, s3_server, tmp_path):

@@ -79,6 +79,16 @@ def test_thresholds_per_image_and_max_detections(reference, coffee):
     assert unmatched(as_dicts(loose[:3]), capped, coffee.shape[1], coffee.shape[0]) == []
 
 
+def test_full_sizes_put_boxes_in_the_pixels_of_the_full_image(reference, coffee):
+    detector = Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0)
+    reduced = detector.detect([coffee])[0]
+    full = detector.detect([coffee], full_sizes=[(1200, 800)])[0]
+    assert len(full) == len(reduced) > 0
+    for small, large in zip(reduced, full):
+        assert (large.class_id, large.score) == (small.class_id, small.score)
+        assert large.box == pytest.approx(tuple(2 * v for v in small.box), rel=1e-5)
+
+
 def test_custom_input_size(reference, coffee):
     detector = Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0, input_size=640)
     assert detector.input_size == 640

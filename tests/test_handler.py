@@ -7,10 +7,12 @@ import json
 import pytest
 from bad_inputs import ALLOWED, BAD_INPUTS, MAX_IMAGE_BYTES, SOURCE, body, upload_bad_objects
 from conftest import USER_BUCKET, USER_KEY
-from images import encode, gradient, sixteen_bit_png
+from images import encode, gradient, sixteen_bit_png, video_frame
 from matching import unmatched
 from toolkit import Toolkit
 
+from efficientdet import Detector
+from request_handling.images import decode_image
 from request_handling.s3 import fetch_object
 
 
@@ -102,6 +104,29 @@ def test_image_modes_are_converted_not_refused(toolkit, image, content_type):
     assert response.status == 200, response.message
     result = response.json()
     assert result["width"] > 0 and result["height"] > 0
+
+
+def test_reduced_jpeg_decode_keeps_the_full_size():
+    decoded = decode_image(video_frame(1920, 1080), 10**8, 10**8, reduce_to=512)
+    assert decoded.pixels.shape == (540, 960, 3) and (decoded.width, decoded.height) == (1920, 1080)
+    rotated = decode_image(video_frame(1920, 1080, orientation=6), 10**8, 10**8, reduce_to=512)
+    assert rotated.pixels.shape == (960, 540, 3) and (rotated.width, rotated.height) == (1080, 1920)
+    small = decode_image(video_frame(600, 400), 10**8, 10**8, reduce_to=512)
+    assert small.pixels.shape == (400, 600, 3)
+    png = decode_image(encode(gradient(1920, 1080), "PNG"), 10**8, 10**8, reduce_to=512)
+    assert png.pixels.shape == (1080, 1920, 3)
+
+
+def test_jpeg_reduced_decode_answers_in_full_image_pixels(reference_model_dir, monkeypatch):
+    frame = video_frame(3840, 2160)
+    monkeypatch.setenv("JPEG_REDUCED_DECODE", "true")
+    result = Toolkit(reference_model_dir).invoke(frame, "image/jpeg").json()
+    assert (result["width"], result["height"]) == (3840, 2160)
+    reduced = decode_image(frame, 10**8, 10**8, reduce_to=512)
+    assert reduced.pixels.shape == (540, 960, 3)
+    detector = Detector.from_checkpoint(reference_model_dir / "efficientdet-d0.pth", 0)
+    expected = detector.detect([reduced.pixels], full_sizes=[(3840, 2160)])[0]
+    assert expected and unmatched(expected, result["detections"], 3840, 2160) == []
 
 
 def test_several_images_keep_order_and_errors_in_place(toolkit):

@@ -18,6 +18,7 @@ from request_handling.settings import ConfigurationError, Settings, load_setting
     ("DEFAULT_IOU_THRESHOLD", "nan", "[0.0, 1.0]"),
     ("DEFAULT_MAX_DETECTIONS", "0", ">= 1"),
     ("USE_FLOAT16", "yes", "true, false, 1, 0"),
+    ("JPEG_REDUCED_DECODE", "on", "true, false, 1, 0"),
     ("MAX_IMAGE_BYTES", "-1", ">= 1"),
     ("BATCH_SIZE", "1000", "from 1 to 256"),
 ])
