@@ -94,10 +94,10 @@ class Detector:
         return batch, boxes
 
     def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(regression, class logits, anchors) for a preprocessed batch."""
+        """(regression, class logits, anchors) for a preprocessed batch; anchors are float32 in any dtype."""
         with torch.inference_mode():
             regression, class_logits = self.model(batch)
-        return regression, class_logits, self.anchors.get(batch.shape[-1], batch.device, self.dtype)
+        return regression, class_logits, self.anchors.get(batch.shape[-1], batch.device)
 
     def detect(self, images: Sequence[np.ndarray], score_threshold: float | Sequence[float] = 0.2,
                iou_threshold: float | Sequence[float] = 0.2, max_detections: int | Sequence[int] = 100,

@@ -8,11 +8,12 @@ import logging
 import numpy as np
 import pytest
 import torch
-from matching import unmatched
+from matching import iou, unmatched
 
 from efficientdet import COCO_LABELS, CheckpointError, Detector, EfficientDet, get_config
 from efficientdet.anchors import generate_anchors
 from efficientdet.config import DEFAULT_ANCHOR_RATIOS, DEFAULT_ANCHOR_SCALES
+from efficientdet.optimize import optimize_for_inference
 from efficientdet.weights import (
     build_from_state_dict,
     load_state_dict,
@@ -159,6 +160,22 @@ def test_half_precision_on_cpu_falls_back_with_one_warning(reference, caplog):
         detector = Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0, half=True)
     assert detector.dtype == torch.float32
     assert sum("half precision" in r.message for r in caplog.records) == 1
+
+
+def test_float16_plumbing_runs_on_cpu(reference, coffee):
+    """What USE_FLOAT16 does on a GPU (folded, channels-last, float16 network; float32 anchors and
+    decoding), run on the CPU, which can execute float16 convolutions slowly: the dtypes meet correctly."""
+    checkpoint = load_state_dict(reference / "efficientdet-d0.pth")
+    expected = Detector(build_from_state_dict(checkpoint, 0)).detect([coffee])[0]
+    half = Detector(build_from_state_dict(checkpoint, 0))
+    half.model = optimize_for_inference(build_from_state_dict(checkpoint, 0), torch.device("cpu"), torch.float16)
+    half.dtype = torch.float16
+    regression, class_logits, anchors = half.forward(half.preprocess([coffee])[0])
+    assert regression.dtype == class_logits.dtype == torch.float16 and anchors.dtype == torch.float32
+    actual = half.detect([coffee])[0]
+    for e in (d for d in expected if d.score >= 0.21):
+        assert any(a.class_id == e.class_id and abs(a.score - e.score) <= 5e-3 and iou(a.box, e.box) >= 0.95
+                   for a in actual), e
 
 
 def test_coco_labels():
