@@ -35,10 +35,12 @@ KEY_PREFIX = "bench/frame-"
 FRAME_SIZES = ((1920, 1080), (3840, 2160))
 
 
-def default_checkpoint() -> str | None:
-    """weights/efficientdet-d0.pth, else the reference fixture beside the clone: realistic score ranges for NMS."""
-    for candidate in (REPO / "weights" / "efficientdet-d0.pth",
-                      REPO.parent / "shared" / "fixtures" / "reference" / "efficientdet-d0.pth"):
+def default_checkpoint(coef: int) -> str | None:
+    """weights/efficientdet-d{coef}.pth, else (D0) the reference fixture beside the clone: realistic score ranges for NMS."""
+    candidates = [REPO / "weights" / f"efficientdet-d{coef}.pth"]
+    if coef == 0:
+        candidates.append(REPO.parent / "shared" / "fixtures" / "reference" / "efficientdet-d0.pth")
+    for candidate in candidates:
         if candidate.is_file():
             return str(candidate)
     return None
@@ -136,7 +138,7 @@ def load(call, count: int, concurrency: int) -> tuple[list[float], int, float]:
     return latencies, images, time.perf_counter() - start
 
 
-def bench_server(rounds: int, batch: int, checkpoint: str | None) -> dict:
+def bench_server(coef: int, checkpoint: str | None, rounds: int, batch: int) -> dict:
     """(b) end to end through the real server and S3 on loopback; (c) its cold start."""
     out: dict = {}
     with SeaweedS3() as s3:
@@ -145,7 +147,7 @@ def bench_server(rounds: int, batch: int, checkpoint: str | None) -> dict:
         for key in keys:
             s3.put(BUCKET, key, data)
         port = free_port()
-        with ModelServer(coef=0, port=port, weights=checkpoint, env=s3.env(),
+        with ModelServer(coef=coef, port=port, weights=checkpoint, env=s3.env(),
                          log_path=REPO / "build" / "bench" / "server.log") as server:
             out["cold_start"] = {"ping_s": server.ping_seconds, "model_loaded_s": server.ready_seconds}
             url = f"http://127.0.0.1:{port}/invocations"
@@ -214,8 +216,8 @@ def markdown(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--coef", type=int, choices=range(9), default=0)
-    parser.add_argument("--checkpoint", default=default_checkpoint(),
-                        help="checkpoint to time (default: weights/, else the reference fixture, else untrained weights)")
+    parser.add_argument("--checkpoint", help="checkpoint to time (default: weights/, else for D0 the reference "
+                                             "fixture, else generated untrained weights)")
     parser.add_argument("--rounds", type=int, default=30, help="timed images per mode")
     parser.add_argument("--rounds-extras", type=int, default=15, help="timed frames per opt-in mode (0: skip)")
     parser.add_argument("--server-rounds", type=int, default=8, help="rounds of requests per server mode")
@@ -223,13 +225,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-server", action="store_true")
     parser.add_argument("--json", default=str(REPO / "build" / "bench" / "results.json"))
     args = parser.parse_args(argv)
+    args.checkpoint = args.checkpoint or default_checkpoint(args.coef)
     image = np.asarray(Image.open(SAMPLE).convert("RGB"))
     results = {"machine": machine(), "coef": args.coef, "input_size": get_config(args.coef).input_size,
                "checkpoint": args.checkpoint, "latency": bench_latency(args.coef, args.checkpoint, args.rounds, image)}
     if args.rounds_extras:
         results["reduced_decode"] = bench_reduced_decode(args.coef, args.checkpoint, args.rounds_extras)
     if not args.skip_server:
-        results["server"] = bench_server(args.server_rounds, args.batch, args.checkpoint)
+        results["server"] = bench_server(args.coef, args.checkpoint, args.server_rounds, args.batch)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2))
     print(markdown(results))
