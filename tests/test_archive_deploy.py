@@ -14,8 +14,10 @@ import pytest
 import requests
 from conftest import REPO, SAMPLE_IMAGE
 
+from deploy.__main__ import HANDLER_VARIABLES
 from localrun.s3server import free_port
 from localrun.serve import ModelServer
+from request_handling.settings import load_settings
 
 
 def build(out_dir, *extra) -> tuple[str, str]:
@@ -146,3 +148,21 @@ def test_batch_dry_run_prints_every_request():
     model = json.loads(next(call[2] for call in calls if call[1] == "sagemaker.CreateModel"))
     assert model["PrimaryContainer"]["ModelDataUrl"] == MODEL_DATA
     assert model["PrimaryContainer"]["Image"].endswith("pytorch-inference:2.6-cpu-py312")
+
+
+class RecordingEnvironment(dict):
+    """An empty environment that remembers every variable name looked up in it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read: set[str] = set()
+
+    def get(self, name, default=None):
+        self.read.add(name)
+        return super().get(name, default)
+
+
+def test_deploy_forwards_every_variable_the_handler_reads(tmp_path):
+    env = RecordingEnvironment()
+    load_settings(tmp_path, env)
+    assert env.read and env.read <= set(HANDLER_VARIABLES), sorted(env.read - set(HANDLER_VARIABLES))
