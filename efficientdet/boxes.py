@@ -26,8 +26,8 @@ def select_detections(class_logits: torch.Tensor, regression: torch.Tensor, anch
     """(boxes in canvas pixels, scores, class ids) of one image, best first.
 
     The score of an anchor is its best class probability. Only anchors above the threshold are
-    decoded, in float32 whatever the network's dtype; boxes are clipped to the canvas' last pixel before class-aware NMS, as in the
-    reference implementation.
+    decoded, in float32 whatever the network's dtype; boxes are clipped to the canvas' last pixel
+    before class-aware NMS, as in the reference implementation.
     """
     best_logit = class_logits.max(dim=1).values.float()
     candidates = torch.nonzero(torch.sigmoid(best_logit) > score_threshold).squeeze(1)

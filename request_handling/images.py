@@ -14,6 +14,7 @@ from .errors import bad_request, too_large
 
 HIGH_BIT_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
+DCT_SCALED_FORMATS = {"JPEG", "MPO"}  # MPO: the JPEG files of cameras that store several pictures
 
 
 class DecodedImage(NamedTuple):
@@ -40,7 +41,7 @@ def decode_image(data: bytes, max_bytes: int, max_pixels: int, source: str = "im
             width, height = image.size
             if width * height > max_pixels:
                 raise too_large(f"{source} is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
-            if reduce_to is not None and image.format == "JPEG":
+            if reduce_to is not None and image.format in DCT_SCALED_FORMATS:
                 scale = reduce_to / max(width, height)
                 image.draft(image.mode, (math.ceil(width * scale), math.ceil(height * scale)))
             image.load()
