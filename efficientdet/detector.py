@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,6 +92,14 @@ class Detector:
         batch = torch.from_numpy(canvases).permute(0, 3, 1, 2)
         batch = batch.to(self.device, self.dtype, non_blocking=True).contiguous(memory_format=self.memory_format)
         return batch, boxes
+
+    def warm_up(self, batch_sizes: Iterable[int] = (1,)) -> None:
+        """One forward pass per batch size on a blank canvas, so that kernels are chosen and weights
+        packed before the first image arrives rather than during it."""
+        size = self.input_size
+        for count in sorted(set(batch_sizes)):
+            blank = torch.zeros(count, 3, size, size, device=self.device, dtype=self.dtype)
+            self.forward(blank.contiguous(memory_format=self.memory_format))
 
     def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(regression, class logits, anchors) for a preprocessed batch; anchors are float32 in any dtype."""

@@ -68,8 +68,10 @@ class DetectionService:
             checkpoint, settings.compound_coef, device=device, half=settings.use_float16,
             input_size=settings.input_size, labels=settings.labels,
             anchor_scales=settings.anchor_scales, anchor_ratios=settings.anchor_ratios)
-        log.info("loaded %s from %s on %s (%s, input %d)", detector.name, checkpoint, device, detector.dtype,
-                 detector.input_size)
+        start = time.perf_counter()
+        detector.warm_up({1, settings.batch_size})
+        log.info("loaded %s from %s on %s (%s, input %d), warmed up in %.2f s", detector.name, checkpoint, device,
+                 detector.dtype, detector.input_size, time.perf_counter() - start)
         if settings.untrained:
             log.warning(UNTRAINED_WARNING)
         return cls(detector, settings)

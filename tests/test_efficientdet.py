@@ -13,7 +13,7 @@ from matching import iou, unmatched
 from efficientdet import COCO_LABELS, CheckpointError, Detector, EfficientDet, get_config
 from efficientdet.anchors import generate_anchors
 from efficientdet.config import DEFAULT_ANCHOR_RATIOS, DEFAULT_ANCHOR_SCALES
-from efficientdet.optimize import optimize_for_inference
+from efficientdet.optimize import OneDNNConv2d, optimize_for_inference
 from efficientdet.weights import (
     build_from_state_dict,
     load_state_dict,
@@ -88,6 +88,17 @@ def test_full_sizes_put_boxes_in_the_pixels_of_the_full_image(reference, coffee)
     for small, large in zip(reduced, full):
         assert (large.class_id, large.score) == (small.class_id, small.score)
         assert large.box == pytest.approx(tuple(2 * v for v in small.box), rel=1e-5)
+
+
+def test_warm_up_packs_every_kernel_before_the_first_image(reference, coffee):
+    detector = Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0)
+    kernels = [m for m in detector.model.modules() if isinstance(m, OneDNNConv2d)]
+    assert kernels and not any(k._packed for k in kernels)
+    detector.warm_up([1, 2])
+    packed = [dict(k._packed) for k in kernels]
+    assert all(packed)
+    detector.detect([coffee])
+    assert [dict(k._packed) for k in kernels] == packed
 
 
 def test_custom_input_size(reference, coffee):
