@@ -202,7 +202,7 @@ def markdown(results: dict) -> str:
             lines.append(f"| **batched ÷ single-image throughput, {name}** | | | **{ratio:.2f}×** |")
         cold = server["cold_start"]
         lines += ["", f"Cold start: /ping answers 200 after {cold['ping_s']:.1f} s, the model is loaded after "
-                      f"{cold['model_loaded_s']:.1f} s."]
+                      f"{cold['model_loaded_s']:.1f} s (warm-up included)."]
     reduced = results.get("reduced_decode")
     if reduced:
         lines += ["", "| opt-in `JPEG_REDUCED_DECODE`, JPEG bytes → detections | full decode p50 ms | "
