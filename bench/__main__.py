@@ -1,4 +1,4 @@
-"""`make bench`: per-image latency of the fast and the plain eager path, the served endpoint, cold start.
+"""`make bench`: fast against plain eager path per image, the served endpoint, cold start, reduced JPEG decode.
 
 Modes are timed side by side in one run, interleaved, and reported as ratios: these machines are
 shared and noisy, so absolute numbers move between runs more than ratios do.
@@ -64,10 +64,9 @@ def detectors(coef: int, checkpoint: str | None) -> dict[str, Detector]:
     return {"plain eager": Detector(model, fast=False), "fast": Detector(model, fast=True)}
 
 
-def bench_latency(coef: int, checkpoint: str | None, rounds: int, image: np.ndarray, batch: int) -> dict:
+def bench_latency(modes: dict[str, Detector], rounds: int, image: np.ndarray, batch: int) -> dict:
     """(a) decoded image → detections, per image, the modes interleaved round by round; then the fast
     path with `batch` images per forward pass (a quarter of the rounds), per image."""
-    modes = detectors(coef, checkpoint)
     for detector in modes.values():
         for _ in range(3):
             detector.detect([image])
@@ -107,9 +106,8 @@ def partners_found(full: list[Detection], reduced: list[Detection], min_score: f
     return found, len(wanted)
 
 
-def bench_reduced_decode(coef: int, checkpoint: str | None, rounds: int) -> dict:
+def bench_reduced_decode(detector: Detector, rounds: int) -> dict:
     """(d) the opt-in JPEG_REDUCED_DECODE: JPEG bytes → detections for video frames, full against reduced decode."""
-    detector = detectors(coef, checkpoint)["fast"]
     reduce_to = {"full decode": None, "reduced decode": detector.input_size}
     results = {}
     for width, height in FRAME_SIZES:
@@ -215,10 +213,12 @@ def markdown(results: dict) -> str:
     reduced = results.get("reduced_decode")
     if reduced:
         lines += ["", "| opt-in `JPEG_REDUCED_DECODE`, JPEG bytes → detections | full decode p50 ms | "
-                      "reduced decode p50 ms | speed-up | full-decode detections (score ≥ 0.25) found again |", "| --- | --- | --- | --- | --- |"]
+                      "reduced decode p50 ms | speed-up | full-decode detections (score ≥ 0.25) found again |",
+                  "| --- | --- | --- | --- | --- |"]
         for frame, row in reduced.items():
-            lines.append(f"| {frame} frame | {row['full decode']['p50_ms']:.1f} | {row['reduced decode']['p50_ms']:.1f} | "
-                         f"{row['speedup_p50']:.2f}× | {row['partners_found'][0]} of {row['partners_found'][1]} |")
+            found, wanted = row["partners_found"]
+            lines.append(f"| {frame} frame | {row['full decode']['p50_ms']:.1f} | "
+                         f"{row['reduced decode']['p50_ms']:.1f} | {row['speedup_p50']:.2f}× | {found} of {wanted} |")
     return "\n".join(lines)
 
 
@@ -236,10 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.checkpoint = args.checkpoint or default_checkpoint(args.coef)
     image = np.asarray(Image.open(SAMPLE).convert("RGB"))
+    modes = detectors(args.coef, args.checkpoint)
     results = {"machine": machine(), "coef": args.coef, "input_size": get_config(args.coef).input_size,
-               "checkpoint": args.checkpoint, "latency": bench_latency(args.coef, args.checkpoint, args.rounds, image, args.batch)}
+               "checkpoint": args.checkpoint, "latency": bench_latency(modes, args.rounds, image, args.batch)}
     if args.rounds_extras:
-        results["reduced_decode"] = bench_reduced_decode(args.coef, args.checkpoint, args.rounds_extras)
+        results["reduced_decode"] = bench_reduced_decode(modes["fast"], args.rounds_extras)
     if not args.skip_server:
         results["server"] = bench_server(args.coef, args.checkpoint, args.server_rounds, args.batch)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
