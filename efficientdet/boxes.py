@@ -29,7 +29,7 @@ def select_detections(class_logits: torch.Tensor, regression: torch.Tensor, anch
     decoded, in float32 whatever the network's dtype; boxes are clipped to the canvas' last pixel
     before class-aware NMS, as in the reference implementation.
     """
-    best_logit = class_logits.max(dim=1).values.float()
+    best_logit = class_logits.amax(dim=1).float()
     candidates = torch.nonzero(torch.sigmoid(best_logit) > score_threshold).squeeze(1)
     scores, classes = torch.sigmoid(class_logits[candidates].float()).max(dim=1)
     boxes = decode_boxes(anchors[candidates].float(), regression[candidates].float())
