@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     with SeaweedS3() as s3:
         s3.put(BUCKET, KEY, SAMPLE.read_bytes())
         env = dict(s3.env(), ALLOWED_BUCKETS=BUCKET)
-        with ModelServer(port=free_port(), weights=default_checkpoint(), env=env,
+        with ModelServer(port=free_port(), weights=default_checkpoint(0), env=env,
                          log_path=REPO / "build" / "load" / "server.log") as server:
             url = f"http://127.0.0.1:{server.port}/invocations"
             def send(case):
