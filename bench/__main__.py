@@ -24,6 +24,7 @@ from torchvision.ops import box_iou
 
 from efficientdet import Detection, Detector, EfficientDet, get_config
 from efficientdet.weights import untrained_state_dict
+from localrun.model_dir import local_checkpoint
 from localrun.s3server import SeaweedS3, free_port
 from localrun.serve import ModelServer
 from request_handling.images import decode_image
@@ -37,7 +38,7 @@ FRAME_SIZES = ((1920, 1080), (3840, 2160))
 
 def default_checkpoint(coef: int) -> str | None:
     """weights/efficientdet-d{coef}.pth, else (D0) the reference fixture beside the clone: realistic score ranges for NMS."""
-    candidates = [REPO / "weights" / f"efficientdet-d{coef}.pth"]
+    candidates = [local_checkpoint(coef)]
     if coef == 0:
         candidates.append(REPO.parent / "shared" / "fixtures" / "reference" / "efficientdet-d0.pth")
     for candidate in candidates:

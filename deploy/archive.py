@@ -15,7 +15,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from localrun.model_dir import REPO, assemble_model_dir
+from localrun.model_dir import REPO, assemble_model_dir, local_checkpoint
 
 EPOCH = 0
 
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     weights = args.weights
     if weights is None and not args.untrained:
-        default = REPO / "weights" / f"efficientdet-d{args.coef}.pth"
+        default = local_checkpoint(args.coef)
         weights = default if default.is_file() else None
     if weights is not None and not weights.is_file():
         parser.error(f"--weights {weights}: no such file")

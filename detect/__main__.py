@@ -21,13 +21,12 @@ from tqdm import tqdm
 
 from efficientdet.weights import write_untrained_checkpoint
 from localrun.draw import draw_detections
+from localrun.model_dir import local_checkpoint
 from request_handling.errors import RequestError
 from request_handling.service import DetectionService
 from request_handling.settings import ConfigurationError, load_settings
 
 from .sources import expand, with_bytes
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def done_sources(out: Path) -> set[str]:
@@ -48,7 +47,7 @@ def picture_name(source: str, index: int) -> str:
 
 
 def load_service(args) -> DetectionService:
-    weights = args.weights or REPO / "weights" / f"efficientdet-d{args.coef}.pth"
+    weights = args.weights or local_checkpoint(args.coef)
     if not weights.is_file():
         if not args.untrained:
             raise SystemExit(f"no checkpoint at {weights}: pass --weights, run `make weights COEF={args.coef}`, "

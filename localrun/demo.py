@@ -12,7 +12,7 @@ import urllib.request
 from PIL import Image
 
 from .draw import draw_detections
-from .model_dir import REPO
+from .model_dir import REPO, local_checkpoint
 from .s3server import SeaweedS3, free_port
 from .serve import ModelServer
 
@@ -71,7 +71,7 @@ def main() -> int:
     if detections is not None:
         path = draw_detections(Image.open(SAMPLE), detections, PICTURE)
         print(f"wrote {path} ({len(detections)} boxes)")
-    if not (REPO / "weights" / "efficientdet-d0.pth").exists():
+    if not local_checkpoint(0).exists():
         print("NOTE: served with generated UNTRAINED weights: the boxes are meaningless. "
               "`make weights` fetches the published checkpoint where the network allows.")
     print("demo OK" if failures == 0 else f"demo FAILED: {failures} unexpected status(es)")

@@ -15,6 +15,11 @@ CODE_PACKAGES = ("efficientdet", "request_handling")
 CODE_REQUIREMENTS = REPO / "requirements" / "model.txt"
 
 
+def local_checkpoint(coef: int) -> Path:
+    """weights/efficientdet-d{coef}.pth in the clone, where `make weights` puts a published checkpoint."""
+    return REPO / "weights" / f"efficientdet-d{coef}.pth"
+
+
 def copy_code(code_dir: Path) -> None:
     """inference.py, our packages (no caches) and the archive's requirements.txt into code_dir."""
     code_dir.mkdir(parents=True, exist_ok=True)

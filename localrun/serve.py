@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psutil
 
-from .model_dir import REPO, assemble_model_dir
+from .model_dir import assemble_model_dir, local_checkpoint
 from .s3server import free_port
 
 log = logging.getLogger("localrun.serve")
@@ -52,7 +52,7 @@ def prepare_model_dir(base_dir: Path, model: str | None, coef: int, weights: str
         else:
             extract_archive(source, model_path)
         return model_path
-    default = REPO / "weights" / f"efficientdet-d{coef}.pth"
+    default = local_checkpoint(coef)
     checkpoint = weights or (default if default.is_file() else None)
     if checkpoint is None:
         log.warning("no checkpoint at %s: generating deterministic UNTRAINED weights; detections will be "
