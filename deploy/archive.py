@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
-import io
 import sys
 import tarfile
 import tempfile
@@ -29,9 +28,9 @@ def _add(tar: tarfile.TarFile, path: Path, name: str) -> None:
         info.type, info.mode = tarfile.DIRTYPE, 0o755
         tar.addfile(info)
     else:
-        data = path.read_bytes()
-        info.size, info.mode = len(data), 0o644
-        tar.addfile(info, io.BytesIO(data))
+        info.size, info.mode = path.stat().st_size, 0o644
+        with open(path, "rb") as data:
+            tar.addfile(info, data)
 
 
 def write_reproducible_tar_gz(source: Path, archive: Path) -> None:

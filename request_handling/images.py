@@ -60,8 +60,8 @@ def decode_image(data: bytes, max_bytes: int, max_pixels: int, source: str = "im
 def _to_rgb(image: Image.Image) -> np.ndarray:
     if image.mode in HIGH_BIT_DEPTH_MODES:
         gray = (np.asarray(image).astype(np.uint32) >> 8).clip(0, 255).astype(np.uint8)
-        return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
-    if image.mode == "F":
+    elif image.mode == "F":
         gray = np.asarray(image).clip(0, 255).astype(np.uint8)
-        return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
-    return np.asarray(image.convert("RGB"))
+    else:
+        return np.asarray(image.convert("RGB"))
+    return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))

@@ -17,7 +17,7 @@ from botocore.exceptions import (
 )
 from urllib3.exceptions import ProtocolError
 
-from .errors import RequestError, forbidden, not_found, too_large
+from .errors import RequestError, bad_request, forbidden, not_found, too_large
 
 NOT_FOUND_CODES = {"NoSuchKey", "NoSuchBucket", "404", "NotFound"}
 FORBIDDEN_CODES = {"AccessDenied", "403", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch",
@@ -77,5 +77,5 @@ def fetch_object(client, bucket: str, key: str, max_bytes: int) -> bytes:
     if len(data) > max_bytes:
         raise too_large(f"{source} is larger than the limit of {max_bytes} bytes")
     if not data:
-        raise RequestError(400, f"{source} is empty (0 bytes)")
+        raise bad_request(f"{source} is empty (0 bytes)")
     return data
