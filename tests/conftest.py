@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from localrun import demo
+
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = Path(os.environ.get("EFFICIENTDET_REFERENCE", REPO.parent / "shared" / "fixtures" / "reference"))
 
@@ -26,8 +28,7 @@ def coffee(reference: Path) -> np.ndarray:
     return np.asarray(Image.open(reference / "coffee.png").convert("RGB"))
 
 
-USER_BUCKET = "videoblocks-ml"
-USER_KEY = "data/object-detection-research/videoblocks/dev/sampled-items/jpg/fps-method-01/000023419/000216-9.0090.jpg"
+USER_BUCKET, USER_KEY = demo.BUCKET, demo.KEY  # the users' example frame, as in the README and `make demo`
 SAMPLE_IMAGE = REPO / "samples" / "coffee.jpg"
 
 
