@@ -8,7 +8,7 @@ PORT ?= 8080
 
 .PHONY: venv java test lint serve weights demo bench load clean
 
-$(STAMP): requirements/dev.txt requirements/serve.txt requirements/model.txt requirements/deploy.txt
+$(STAMP): requirements/dev.txt requirements/serve.txt requirements/deploy.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 'setuptools<81'
 	$(PY) -m pip install -q -r requirements/dev.txt

@@ -20,10 +20,10 @@ import numpy as np
 from .dryrun import dry_run_session
 
 HANDLER_VARIABLES = (
-    "EFFICIENTDET_COMPOUND_COEF", "EFFICIENTDET_WEIGHTS", "EFFICIENTDET_INPUT_SIZE", "DEFAULT_PRED_THRESHOLD",
+    "EFFICIENTDET_COMPOUND_COEF", "EFFICIENTDET_VERSION", "EFFICIENTDET_WEIGHTS", "EFFICIENTDET_INPUT_SIZE", "DEFAULT_PRED_THRESHOLD",
     "DEFAULT_IOU_THRESHOLD", "DEFAULT_MAX_DETECTIONS", "USE_FLOAT16", "JPEG_REDUCED_DECODE", "ALLOWED_BUCKETS",
-    "MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "MAX_IMAGES_PER_REQUEST", "BATCH_SIZE", "PARALLEL_BATCHES",
-    "S3_CONNECT_TIMEOUT", "S3_READ_TIMEOUT", "S3_MAX_ATTEMPTS", "S3_MAX_CONCURRENCY", "EFFICIENTDET_NUM_THREADS",
+    "MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "MAX_IMAGES_PER_REQUEST", "MAX_DETECTIONS_PER_REQUEST", "BATCH_SIZE",
+    "PARALLEL_BATCHES", "REQUEST_TIMEOUT", "S3_CONNECT_TIMEOUT", "S3_READ_TIMEOUT", "S3_MAX_ATTEMPTS", "S3_MAX_CONCURRENCY", "EFFICIENTDET_NUM_THREADS",
     "SAGEMAKER_MODEL_SERVER_WORKERS", "SAGEMAKER_MODEL_SERVER_TIMEOUT",
 )
 JSON_LINES = "application/jsonlines"
@@ -119,19 +119,28 @@ def batch(args) -> int:
     session = sagemaker_session(args)
     model, name = build_model(args, session)
     model.create(instance_type=args.instance_type)
-    transformer = Transformer(
-        model_name=name, instance_count=args.instance_count, instance_type=args.instance_type,
-        strategy="MultiRecord", assemble_with="Line", output_path=args.output, accept=JSON_LINES,
-        max_payload=args.max_payload_mb, env=batch_environment(args), sagemaker_session=session)
-    data_type = "ManifestFile" if args.manifest else "S3Prefix"
-    transformer.transform(data=args.manifest or args.input, data_type=data_type, content_type=JSON_LINES,
-                          split_type="Line", job_name=name, wait=True, logs=False,
-                          model_client_config={"InvocationsTimeoutInSeconds": args.timeout,
-                                               "InvocationsMaxRetries": 1})
-    job = session.sagemaker_client.describe_transform_job(TransformJobName=name)
-    print(json.dumps({"job": name, "status": job["TransformJobStatus"], "output": args.output}, default=str))
-    if not args.keep:
-        session.sagemaker_client.delete_model(ModelName=name)
+    try:
+        transformer = Transformer(
+            model_name=name, instance_count=args.instance_count, instance_type=args.instance_type,
+            strategy="MultiRecord", assemble_with="Line", output_path=args.output, accept=JSON_LINES,
+            max_payload=args.max_payload_mb, env=batch_environment(args), sagemaker_session=session)
+        data_type = "ManifestFile" if args.manifest else "S3Prefix"
+        try:
+            transformer.transform(data=args.manifest or args.input, data_type=data_type, content_type=JSON_LINES,
+                                  split_type="Line", job_name=name, wait=True, logs=False,
+                                  model_client_config={"InvocationsTimeoutInSeconds": args.timeout,
+                                                       "InvocationsMaxRetries": 1})
+        except Exception as error:  # the SDK raises when the job fails; the job's own status says why
+            print(f"transform job {name} did not complete: {error}", file=sys.stderr)
+        job = session.sagemaker_client.describe_transform_job(TransformJobName=name)
+        print(json.dumps({"job": name, "status": job["TransformJobStatus"], "output": args.output,
+                          "failure": job.get("FailureReason")}, default=str))
+    finally:
+        if args.keep:
+            print(f"kept model {name}", file=sys.stderr)
+        else:
+            session.sagemaker_client.delete_model(ModelName=name)
+            print(f"deleted model {name}", file=sys.stderr)
     return 0 if job["TransformJobStatus"] == "Completed" else 1
 
 
@@ -141,7 +150,9 @@ def batch_environment(args) -> dict[str, str]:
     payload = args.max_payload_mb * 1024 * 1024
     env = handler_environment(args.env)
     env.setdefault("MAX_IMAGES_PER_REQUEST", str(max(1000, payload // 64)))
+    env.setdefault("MAX_DETECTIONS_PER_REQUEST", str(int(env["MAX_IMAGES_PER_REQUEST"]) * 100))
     env.setdefault("SAGEMAKER_MODEL_SERVER_TIMEOUT", str(args.timeout))
+    env.setdefault("REQUEST_TIMEOUT", str(round(args.timeout * 0.9)))  # answer before the job gives up
     env.setdefault("TS_MAX_REQUEST_SIZE", str(payload + 65536))
     env.setdefault("TS_MAX_RESPONSE_SIZE", str(max(payload * 100, 6553500)))
     return env

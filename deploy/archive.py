@@ -49,12 +49,11 @@ def sha256(path: Path) -> str:
 
 
 def build_archive(coef: int, weights: Path | None, out_dir: Path, untrained: bool = False) -> Path:
-    """out_dir/model.tar.gz with efficientdet-d{coef}.pth and code/ (inference.py, packages, requirements.txt)."""
+    """out_dir/model.tar.gz with efficientdet-d{coef}.pth and code/ (inference.py and our packages)."""
     if weights is None and not untrained:
         raise FileNotFoundError("no checkpoint: pass --weights PATH, run `make weights COEF=N`, or --untrained")
     with tempfile.TemporaryDirectory(prefix="model-archive-") as staging:
-        model_dir = assemble_model_dir(Path(staging) / "model", coef=coef, weights=weights, read_only=False,
-                                       requirements=True)
+        model_dir = assemble_model_dir(Path(staging) / "model", coef=coef, weights=weights, read_only=False)
         archive = out_dir / "model.tar.gz"
         write_reproducible_tar_gz(model_dir, archive)
     return archive

@@ -23,7 +23,8 @@ from efficientdet.weights import write_untrained_checkpoint
 from localrun.draw import draw_detections
 from localrun.model_dir import local_checkpoint
 from request_handling.errors import RequestError
-from request_handling.service import DetectionService
+from request_handling.responses import result_json
+from request_handling.service import DetectionService, ImageFailure
 from request_handling.settings import ConfigurationError, load_settings
 
 from .sources import expand, with_bytes
@@ -82,12 +83,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--resume needs --out FILE")
 
     service = load_service(args)
-    client = service.s3_client()
     skip = done_sources(Path(args.out)) if args.resume else set()
     try:
-        requests = [r for r in expand(args.inputs, client, service.check_allowed) if r.source not in skip]
+        requests = [r for r in expand(args.inputs, service.s3, service.check_allowed) if r.source not in skip]
     except RequestError as error:
         print(f"error: {error.message}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     out = sys.stdout if args.out == "-" else open(args.out, "a" if args.resume else "w")  # noqa: SIM115
     counts = {"images": 0, "detections": 0, "failures": 0}
@@ -99,16 +102,16 @@ def main(argv: list[str] | None = None) -> int:
             chunk = [with_bytes(r) for r in requests[first:first + args.chunk]]
             prediction = service.predict(chunk, several=True, keep_images=args.draw is not None)
             for offset, result in enumerate(prediction.results):
-                out.write(json.dumps(result) + "\n")
+                entry = result_json(result, prediction.model)
+                out.write(json.dumps(entry) + "\n")
                 counts["images"] += 1
-                if "error" in result:
+                if isinstance(result, ImageFailure):
                     counts["failures"] += 1
-                else:
-                    counts["detections"] += len(result["detections"])
-                    if args.draw is not None:
-                        image = Image.fromarray(prediction.images[offset]).resize((result["width"], result["height"]))
-                        draw_detections(image, result["detections"],
-                                        args.draw / picture_name(result["source"], first + offset))
+                    continue
+                counts["detections"] += len(result.detections)
+                if args.draw is not None:
+                    image = Image.fromarray(prediction.images[offset]).resize((result.width, result.height))
+                    draw_detections(image, entry["detections"], args.draw / picture_name(result.source, first + offset))
             out.flush()
             progress.update(len(chunk))
     except KeyboardInterrupt:

@@ -46,6 +46,8 @@ def expand(inputs: list[str], s3_client, check_bucket: Callable[[ImageRequest], 
         if path.is_dir():
             for file in sorted(p for p in path.rglob("*") if p.is_file() and is_image_name(p.name)):
                 yield local_image(file)
+        elif not path.exists():
+            raise not_found(f"{item}: no such file, folder or manifest")
         elif is_image_name(path.name):
             yield local_image(path)
         else:

@@ -108,9 +108,14 @@ def get_config(compound_coef: int) -> EfficientDetConfig:
     return EFFICIENTDET_CONFIGS[compound_coef]
 
 
+MAX_INPUT_SIZE = 2048  # 4/3 of the largest published size (1536); 4096 exhausts memory at the first pass
+
+
 def validate_input_size(config: EfficientDetConfig, input_size: int) -> int:
-    """Return input_size if the network can take it (a positive multiple of the coarsest stride)."""
+    """Return input_size if the network can take it (a multiple of the coarsest stride, at most MAX_INPUT_SIZE)."""
     multiple = config.size_multiple
-    if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size <= 0 or input_size % multiple:
-        raise ValueError(f"input size for {config.name} must be a positive multiple of {multiple}, got {input_size!r}")
+    if isinstance(input_size, bool) or not isinstance(input_size, int) or not 0 < input_size <= MAX_INPUT_SIZE \
+            or input_size % multiple:
+        raise ValueError(f"input size for {config.name} must be a multiple of {multiple} from {multiple} to "
+                         f"{MAX_INPUT_SIZE}, got {input_size!r}")
     return input_size

@@ -30,10 +30,11 @@ class Letterbox:
 
 
 def letterbox_size(width: int, height: int, size: int) -> tuple[int, int]:
-    """(width, height) after scaling the longer side to `size`, the other truncated to an integer."""
+    """(width, height) after scaling the longer side to `size`, the other truncated to an integer
+    (as the reference does) but at least one pixel, so that a 1×600 strip still has a row to show."""
     if width > height:
-        return size, int(size / width * height)
-    return int(size / height * width), size
+        return size, max(1, int(size / width * height))
+    return max(1, int(size / height * width)), size
 
 
 def letterbox(image: np.ndarray, size: int, out: np.ndarray | None = None) -> tuple[np.ndarray, Letterbox]:

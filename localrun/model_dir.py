@@ -12,7 +12,6 @@ from efficientdet.weights import write_untrained_checkpoint
 REPO = Path(__file__).resolve().parents[1]
 CODE_FILES = ("inference.py",)
 CODE_PACKAGES = ("efficientdet", "request_handling")
-CODE_REQUIREMENTS = REPO / "requirements" / "model.txt"
 
 
 def local_checkpoint(coef: int) -> Path:
@@ -21,22 +20,18 @@ def local_checkpoint(coef: int) -> Path:
 
 
 def copy_code(code_dir: Path) -> None:
-    """inference.py, our packages (no caches) and the archive's requirements.txt into code_dir."""
+    """inference.py and our packages (no caches) into code_dir; no requirements.txt: the AWS images'
+    toolkits pip-install one at every container start, which fails in network isolation."""
     code_dir.mkdir(parents=True, exist_ok=True)
     for name in CODE_FILES:
         shutil.copy2(REPO / name, code_dir / name)
     for package in CODE_PACKAGES:
         shutil.copytree(REPO / package, code_dir / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    shutil.copy2(CODE_REQUIREMENTS, code_dir / "requirements.txt")
 
 
 def assemble_model_dir(target: str | Path, coef: int = 0, weights: str | Path | None = None,
-                       read_only: bool = True, requirements: bool = False) -> Path:
-    """A model dir with the checkpoint (given, or UNTRAINED generated weights) and code/.
-
-    requirements=False leaves code/requirements.txt out, so that the toolkit does not pip-install
-    at start-up (everything is in the serving venv already); the archive keeps it.
-    """
+                       read_only: bool = True) -> Path:
+    """A model dir with the checkpoint (given, or UNTRAINED generated weights) and code/."""
     target = Path(target)
     target.mkdir(parents=True, exist_ok=False)
     checkpoint = target / f"efficientdet-d{coef}.pth"
@@ -46,8 +41,6 @@ def assemble_model_dir(target: str | Path, coef: int = 0, weights: str | Path | 
         write_untrained_checkpoint(coef, checkpoint)
         (target / "efficientdet.json").write_text(json.dumps({"compound_coef": coef, "untrained": True}) + "\n")
     copy_code(target / "code")
-    if not requirements:
-        (target / "code" / "requirements.txt").unlink()
     if read_only:
         make_read_only(target)
     return target

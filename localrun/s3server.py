@@ -119,6 +119,13 @@ class SeaweedS3:
         if getattr(self, "log", None):
             self.log.close()
 
+    def freeze(self) -> None:
+        """Stop the process without closing anything: connections open, requests never answered."""
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.killpg(self.process.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         self.stop_process()
         if self._tmp:

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import unicodedata
 from http import HTTPStatus
 
 from sagemaker_inference.errors import GenericInferenceToolkitError
+
+MAX_MESSAGE_CHARACTERS = 500
+UNPRINTABLE_CATEGORIES = {"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"}  # controls, bidi/format, line breaks, …
+
+
+def one_line(text: str, limit: int = MAX_MESSAGE_CHARACTERS) -> str:
+    """Text safe for the first line of an error body: every control, line or paragraph separator and
+    bidi/format character escaped (\\n, \\u202e …), cut to `limit` characters."""
+    escaped = "".join(
+        c.encode("unicode_escape", "backslashreplace").decode("ascii") if unicodedata.category(c) in UNPRINTABLE_CATEGORIES
+        else c for c in text)
+    return escaped if len(escaped) <= limit else escaped[:limit - 1] + "…"
 
 
 class RequestError(GenericInferenceToolkitError):
     """An error the client should see, with its HTTP status and a one-line message."""
 
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(status, message, HTTPStatus(status).phrase)
+        super().__init__(status, one_line(message), HTTPStatus(status).phrase)
 
     def as_dict(self) -> dict:
         return {"status": self.status_code, "message": self.message}
@@ -31,3 +44,7 @@ def not_found(message: str) -> RequestError:
 
 def too_large(message: str) -> RequestError:
     return RequestError(413, message)
+
+
+def timed_out(message: str) -> RequestError:
+    return RequestError(504, message)

@@ -18,6 +18,9 @@ SUPPORTED_CONTENT_TYPES = (CSV, JSON, *JSON_LINES, *IMAGE_TYPES)
 FIELDS = {"bucket", "key", "s3_uri", "pred_threshold", "iou_threshold", "max_detections", "classes"}
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+LINE_BREAK = re.compile(r"\r\n|\r|\n")  # only these: U+2028, U+0085 … may sit inside a JSON string
+DOT_SEGMENTS = {".", ".."}
+BYTE_ORDER_MARK = "\ufeff"
 MAX_KEY_BYTES = 1024
 MAX_DETECTIONS_LIMIT = 10_000
 
@@ -54,10 +57,17 @@ def validate_location(bucket: object, key: object) -> tuple[str, str]:
     bucket, key = bucket.strip(), key.strip()
     if not BUCKET_NAME.match(bucket) or ".." in bucket:
         raise bad_request(f"invalid bucket name {bucket[:80]!r}: 3-63 lowercase letters, digits, dots and hyphens")
-    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+    try:
+        encoded = key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad_request("key is not valid Unicode (it holds a lone surrogate)") from None
+    if len(encoded) > MAX_KEY_BYTES:
         raise bad_request(f"key is longer than {MAX_KEY_BYTES} bytes")
     if CONTROL_CHARACTERS.search(key):
         raise bad_request("key contains control characters")
+    if DOT_SEGMENTS.intersection(key.split("/")):
+        raise bad_request(f"key {key[:80]!r} has a '.' or '..' path segment, which S3 proxies may resolve "
+                          "to another object")
     return bucket, key
 
 
@@ -76,7 +86,8 @@ def _threshold(item: dict, name: str) -> float | None:
     value = item.get(name)
     if value is None and name not in item:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= 1:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or (isinstance(value, float) and not math.isfinite(value)) or not 0 <= value <= 1:
         raise bad_request(f"{name} must be a number in [0, 1], got {json.dumps(value)[:40]}")
     return float(value)
 
@@ -126,9 +137,9 @@ def parse_object(item: object) -> ImageRequest:
 
 def _decode_text(body: str | bytes) -> str:
     if isinstance(body, str):
-        return body
+        return body.removeprefix(BYTE_ORDER_MARK)
     try:
-        return bytes(body).decode("utf-8")
+        return bytes(body).decode("utf-8-sig")  # a leading byte order mark (Excel, Windows tools) is dropped
     except UnicodeDecodeError:
         raise bad_request("request body is not valid UTF-8 text") from None
 
@@ -190,7 +201,7 @@ def parse_request(body: str | bytes | bytearray, content_type: str | None,
             raise bad_request("request body is empty: expected image bytes")
         return [ImageRequest(image_bytes=bytes(body))], False
     if kind not in (CSV, JSON, *JSON_LINES):
-        raise RequestError(415, f"unsupported content type {content_type!r}; use one of {', '.join(SUPPORTED_CONTENT_TYPES)}")
+        raise RequestError(415, f"unsupported content type {(content_type or '')[:80]!r}; use one of {', '.join(SUPPORTED_CONTENT_TYPES)}")
     text = _decode_text(body)
     if not text.strip():
         raise bad_request("request body is empty")
@@ -200,7 +211,7 @@ def parse_request(body: str | bytes | bytearray, content_type: str | None,
             return [parse_object(parsed)], False
         _check_count(len(parsed), max_images)
         return _several(parsed, parse_object), True
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line.strip() for line in LINE_BREAK.split(text) if line.strip()]
     _check_count(len(lines), max_images)
     parse = _location if kind == CSV else _json_line
     entries = lines if kind == CSV else list(enumerate(lines, 1))

@@ -3,28 +3,24 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 
-from efficientdet import Detection
-
-from .errors import RequestError
+from .errors import RequestError, one_line
 from .requests import JSON, JSON_LINES
+from .service import ImageFailure, ImageResult, Prediction
 
 JSON_LINES_TYPE = JSON_LINES[0]
 
 
-def image_result(source: str | None, width: int, height: int, model: str, pred_threshold: float,
-                 iou_threshold: float, detections: Sequence[Detection]) -> dict:
+def result_json(result: ImageResult | ImageFailure, model: str) -> dict:
+    """One image's entry of the response."""
+    if isinstance(result, ImageFailure):
+        return {"source": result.source, "error": result.error.as_dict()}
     return {
-        "source": source, "width": width, "height": height, "model": model,
-        "pred_threshold": pred_threshold, "iou_threshold": iou_threshold,
+        "source": result.source, "width": result.width, "height": result.height, "model": model,
+        "pred_threshold": result.pred_threshold, "iou_threshold": result.iou_threshold,
         "detections": [{"label": d.label, "class_id": d.class_id, "score": d.score, "box": list(d.box)}
-                       for d in detections],
+                       for d in result.detections],
     }
-
-
-def error_result(source: str | None, error: RequestError) -> dict:
-    return {"source": source, "error": error.as_dict()}
 
 
 def negotiate(accept: str | None) -> str:
@@ -35,10 +31,11 @@ def negotiate(accept: str | None) -> str:
             return JSON
         if kind in JSON_LINES:
             return JSON_LINES_TYPE
-    raise RequestError(406, f"cannot answer with {accept!r}; accept {JSON} or {JSON_LINES_TYPE}")
+    raise RequestError(406, f"cannot answer with {one_line(accept, 80)!r}; accept {JSON} or {JSON_LINES_TYPE}")
 
 
-def serialise(results: list[dict], several: bool, content_type: str) -> str:
+def serialise(prediction: Prediction, content_type: str) -> str:
+    entries = [result_json(r, prediction.model) for r in prediction.results]
     if content_type == JSON_LINES_TYPE:
-        return "".join(json.dumps(r, allow_nan=False) + "\n" for r in results)
-    return json.dumps(results if several else results[0], allow_nan=False)
+        return "".join(json.dumps(e, allow_nan=False) + "\n" for e in entries)
+    return json.dumps(entries if prediction.several else entries[0], allow_nan=False)

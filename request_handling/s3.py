@@ -1,8 +1,6 @@
-"""Reading image objects from S3: one client per process, bounded timeouts, errors as HTTP statuses."""
+"""Reading image objects from S3: bounded timeouts and retries, errors as HTTP statuses."""
 
 from __future__ import annotations
-
-import threading
 
 import boto3
 from botocore.config import Config
@@ -24,22 +22,11 @@ FORBIDDEN_CODES = {"AccessDenied", "403", "AllAccessDisabled", "InvalidAccessKey
                    "AccountProblem", "InvalidObjectState", "ExpiredToken", "InvalidToken"}
 UNAVAILABLE_CODES = {"SlowDown", "ServiceUnavailable", "503", "RequestTimeout"}
 
-_client = None
-_client_lock = threading.Lock()
-clients_created = 0
-
-
-def s3_client(connect_timeout: float, read_timeout: float, max_attempts: int, max_pool: int):
-    """The process-wide S3 client (created on first use; AWS_ENDPOINT_URL_S3 is honoured by boto3)."""
-    global _client, clients_created
-    with _client_lock:
-        if _client is None:
-            config = Config(connect_timeout=connect_timeout, read_timeout=read_timeout,
-                            retries={"max_attempts": max_attempts, "mode": "standard"},
-                            max_pool_connections=max_pool)
-            _client = boto3.session.Session().client("s3", config=config)
-            clients_created += 1
-        return _client
+def make_client(connect_timeout: float, read_timeout: float, max_attempts: int, max_pool: int):
+    """An S3 client with botocore's standard retries (AWS_ENDPOINT_URL_S3 is honoured by boto3)."""
+    config = Config(connect_timeout=connect_timeout, read_timeout=read_timeout,
+                    retries={"max_attempts": max_attempts, "mode": "standard"}, max_pool_connections=max_pool)
+    return boto3.session.Session().client("s3", config=config)
 
 
 def _client_error(error: ClientError, source: str) -> RequestError:

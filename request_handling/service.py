@@ -6,20 +6,21 @@ import logging
 import os
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from efficientdet import Detector
+from efficientdet import Detection, Detector
 
 from . import s3
-from .errors import RequestError, bad_request, forbidden
+from .errors import RequestError, bad_request, forbidden, timed_out, too_large
 from .images import DecodedImage, decode_image
 from .requests import MAX_DETECTIONS_LIMIT, ImageRequest
-from .responses import error_result, image_result
 from .settings import Settings
 
 log = logging.getLogger("efficientdet.serving")
@@ -27,15 +28,56 @@ log = logging.getLogger("efficientdet.serving")
 UNTRAINED_WARNING = "UNTRAINED WEIGHTS: detections are meaningless (offline demo checkpoint)"
 
 
+@dataclass(frozen=True)
+class ResolvedRequest:
+    """One image to detect in, with the service's defaults filled in and its classes as ids."""
+
+    index: int
+    request: ImageRequest
+    pred_threshold: float
+    iou_threshold: float
+    max_detections: int
+    class_ids: frozenset[int] | None
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """The detections in one image; width and height are the full image's."""
+
+    source: str | None
+    width: int
+    height: int
+    pred_threshold: float
+    iou_threshold: float
+    detections: list[Detection]
+
+
+@dataclass(frozen=True)
+class ImageFailure:
+    """Why one image has no detections."""
+
+    source: str | None
+    error: RequestError
+
+
 @dataclass
 class Prediction:
-    """Per-image results in request order, and what the log line reports."""
+    """Per-image outcomes in request order, and what the log line reports."""
 
-    results: list[dict]
+    results: list[ImageResult | ImageFailure]
     several: bool
+    model: str
     untrained: bool = False
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    batches: int = 0
     images: list[np.ndarray | None] | None = None
+
+    def request_error(self) -> RequestError | None:
+        """The error the whole request answers with: a single image's, or the first entry's when no
+        image of several could be detected; None when the request answers 200."""
+        if all(isinstance(r, ImageFailure) for r in self.results):
+            return self.results[0].error
+        return None
 
 
 @dataclass
@@ -47,11 +89,13 @@ class Decoded:
 
 
 class DetectionService:
-    """Holds the model and the process-wide S3 client and thread pool; safe to share between threads."""
+    """Holds the model, its S3 client and thread pools; safe to share between threads."""
 
     def __init__(self, detector: Detector, settings: Settings) -> None:
         self.detector = detector
         self.settings = settings
+        self.s3 = s3.make_client(settings.s3_connect_timeout, settings.s3_read_timeout, settings.s3_max_attempts,
+                                 settings.s3_max_concurrency)
         self.pool = ThreadPoolExecutor(max_workers=settings.s3_max_concurrency, thread_name_prefix="s3-fetch")
         self.detect_pool = ThreadPoolExecutor(max_workers=settings.parallel_batches, thread_name_prefix="detect")
         self._label_ids = {label: i for i, label in enumerate(detector.labels) if label}
@@ -59,10 +103,12 @@ class DetectionService:
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike, settings: Settings) -> DetectionService:
+        """The service for a model dir, with torch's thread count set to the settings' (per process)."""
         checkpoint = Path(model_dir) / settings.weights
         if not checkpoint.is_file():
             present = sorted(p.name for p in Path(model_dir).glob("*.pth"))
             raise FileNotFoundError(f"checkpoint {checkpoint} not found (EFFICIENTDET_WEIGHTS); .pth files present: {present}")
+        torch.set_num_threads(settings.num_threads)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         detector = Detector.from_checkpoint(
             checkpoint, settings.compound_coef, device=device, half=settings.use_float16,
@@ -70,8 +116,9 @@ class DetectionService:
             anchor_scales=settings.anchor_scales, anchor_ratios=settings.anchor_ratios)
         start = time.perf_counter()
         detector.warm_up({1, settings.batch_size})
-        log.info("loaded %s from %s on %s (%s, input %d), warmed up in %.2f s", detector.name, checkpoint, device,
-                 detector.dtype, detector.input_size, time.perf_counter() - start)
+        log.info("loaded %s from %s on %s (%s, input %d, %d torch threads), warmed up in %.2f s", detector.name,
+                 checkpoint, device, detector.dtype, detector.input_size, settings.num_threads,
+                 time.perf_counter() - start)
         if settings.untrained:
             log.warning(UNTRAINED_WARNING)
         return cls(detector, settings)
@@ -91,16 +138,32 @@ class DetectionService:
                 raise bad_request(f"unknown class name {c[:60]!r}")
         return frozenset(ids)
 
-    def s3_client(self):
-        """The process-wide S3 client, configured by these settings."""
-        settings = self.settings
-        return s3.s3_client(settings.s3_connect_timeout, settings.s3_read_timeout, settings.s3_max_attempts,
-                            settings.s3_max_concurrency)
-
     def check_allowed(self, request: ImageRequest) -> None:
         allowed = self.settings.allowed_buckets
         if request.bucket is not None and allowed and request.bucket not in allowed:
             raise forbidden(f"bucket {request.bucket!r} is not in ALLOWED_BUCKETS")
+
+    def resolve(self, index: int, request: ImageRequest) -> ResolvedRequest:
+        """The request with defaults filled in; RequestError when it cannot be served."""
+        if request.error:
+            raise request.error
+        self.check_allowed(request)
+        settings = self.settings
+        return ResolvedRequest(
+            index, request,
+            settings.pred_threshold if request.pred_threshold is None else request.pred_threshold,
+            settings.iou_threshold if request.iou_threshold is None else request.iou_threshold,
+            request.max_detections or settings.max_detections,
+            self.class_ids(request.classes))
+
+    def check_response_size(self, resolved: list[ResolvedRequest]) -> None:
+        """Bound the whole response, not only each image: 413 before anything is fetched."""
+        most = sum(r.max_detections for r in resolved)
+        limit = self.settings.max_detections_per_request
+        if most > limit:
+            raise too_large(f"this request may return up to {most} detections ({len(resolved)} images × their "
+                            f"max_detections); the limit is MAX_DETECTIONS_PER_REQUEST={limit}: lower max_detections "
+                            "or send fewer images per request")
 
     def _load(self, request: ImageRequest) -> Decoded:
         """Fetch (S3) and decode one image; runs on the pool."""
@@ -109,7 +172,7 @@ class DetectionService:
             start = time.perf_counter()
             data = request.image_bytes
             if data is None:
-                data = s3.fetch_object(self.s3_client(), request.bucket, request.key, self.settings.max_image_bytes)
+                data = s3.fetch_object(self.s3, request.bucket, request.key, self.settings.max_image_bytes)
             fetched = time.perf_counter()
             decoded.fetch_seconds = fetched - start
             decoded.image = decode_image(data, self.settings.max_image_bytes, self.settings.max_image_pixels,
@@ -119,87 +182,99 @@ class DetectionService:
             decoded.error = error
         return decoded
 
-    def _loaded(self, pending: list[tuple[int, ImageRequest]]):
-        """(index, Decoded) in request order, fetching and decoding a bounded window ahead on the pool."""
+    def _loaded(self, pending: list[ResolvedRequest], deadline: float) -> Iterator[tuple[ResolvedRequest, Decoded]]:
+        """Each request with its image in request order, fetched and decoded a bounded window ahead on
+        the pool; what is not ready by the deadline is a 504 (and, if not started yet, never started)."""
         window = 2 * max(self.settings.batch_size, self.settings.s3_max_concurrency)
-        futures: deque = deque()
-        for index, request in pending:
-            futures.append((index, self.pool.submit(self._load, request)))
+        futures: deque[tuple[ResolvedRequest, Future]] = deque()
+
+        def next_ready() -> tuple[ResolvedRequest, Decoded]:
+            resolved, future = futures.popleft()
+            try:
+                return resolved, future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                future.cancel()
+                return resolved, Decoded(error=self._late(resolved, "read and decoded"))
+
+        for resolved in pending:
+            futures.append((resolved, self.pool.submit(self._load, resolved.request)))
             if len(futures) >= window:
-                index, future = futures.popleft()
-                yield index, future.result()
+                yield next_ready()
         while futures:
-            index, future = futures.popleft()
-            yield index, future.result()
+            yield next_ready()
+
+    def _late(self, resolved: ResolvedRequest, what: str) -> RequestError:
+        source = resolved.request.source or "the image"
+        return timed_out(f"{source} was not {what} within REQUEST_TIMEOUT={self.settings.request_timeout:g} s")
 
     def predict(self, requests: list[ImageRequest], several: bool, keep_images: bool = False) -> Prediction:
-        """Detect in every image; a single image's error is raised, several images' errors stay in place.
+        """Detect in every image; each image's error stays in its place (Prediction.request_error says
+        what a request answers). Images not done within REQUEST_TIMEOUT get a 504 in their place.
 
         keep_images=True also returns the decoded pixels (None where an image failed); with
         JPEG_REDUCED_DECODE they may be smaller than the image its boxes refer to.
         """
-        settings = self.settings
-        results: list[dict | None] = [None] * len(requests)
+        deadline = time.monotonic() + self.settings.request_timeout
+        results: list[ImageResult | ImageFailure | None] = [None] * len(requests)
         images: list[np.ndarray | None] = [None] * len(requests)
-        options: list[tuple] = [None] * len(requests)
         pending = []
         for index, request in enumerate(requests):
             try:
-                if request.error:
-                    raise request.error
-                self.check_allowed(request)
-                classes = self.class_ids(request.classes)
+                pending.append(self.resolve(index, request))
             except RequestError as error:
-                if not several:
-                    raise
-                results[index] = error_result(request.source, error)
-                continue
-            options[index] = (
-                settings.pred_threshold if request.pred_threshold is None else request.pred_threshold,
-                settings.iou_threshold if request.iou_threshold is None else request.iou_threshold,
-                request.max_detections or settings.max_detections,
-                classes,
-            )
-            pending.append((index, request))
+                results[index] = ImageFailure(request.source, error)
+        self.check_response_size(pending)
         timings = {"s3": 0.0, "decode": 0.0}
-        running: deque = deque()
-        batch: list[tuple[int, DecodedImage]] = []
-        for position, (index, decoded) in enumerate(self._loaded(pending)):
+        running: deque[Future] = deque()
+        batch: list[tuple[ResolvedRequest, DecodedImage]] = []
+        batches = 0
+
+        def run(batch: list[tuple[ResolvedRequest, DecodedImage]]) -> None:
+            nonlocal batches
+            if time.monotonic() > deadline:
+                for resolved, _ in batch:
+                    results[resolved.index] = ImageFailure(resolved.request.source, self._late(resolved, "detected"))
+                return
+            batches += 1
+            running.append(self.detect_pool.submit(self._detect, batch, results))
+            while len(running) > self.settings.parallel_batches:
+                _add_timings(timings, running.popleft().result())
+
+        for resolved, decoded in self._loaded(pending, deadline):
             timings["s3"] += decoded.fetch_seconds
             timings["decode"] += decoded.decode_seconds
             if decoded.error is not None:
-                if not several:
-                    raise decoded.error
-                results[index] = error_result(requests[index].source, decoded.error)
-            else:
-                batch.append((index, decoded.image))
-                if keep_images:
-                    images[index] = decoded.image.pixels
-            if batch and (len(batch) == settings.batch_size or position == len(pending) - 1):
-                running.append(self.detect_pool.submit(self._detect, batch, requests, options, results))
+                results[resolved.index] = ImageFailure(resolved.request.source, decoded.error)
+                continue
+            batch.append((resolved, decoded.image))
+            if keep_images:
+                images[resolved.index] = decoded.image.pixels
+            if len(batch) == self.settings.batch_size:
+                run(batch)
                 batch = []
-                while len(running) > settings.parallel_batches:
-                    _add_timings(timings, running.popleft().result())
+        if batch:
+            run(batch)
         while running:
             _add_timings(timings, running.popleft().result())
-        return Prediction(results, several, settings.untrained, timings, images if keep_images else None)
+        return Prediction(results, several, self.detector.name, self.settings.untrained, timings, batches,
+                          images if keep_images else None)
 
-    def _detect(self, batch, requests, options, results) -> dict[str, float]:
+    def _detect(self, batch: list[tuple[ResolvedRequest, DecodedImage]],
+                results: list[ImageResult | ImageFailure | None]) -> dict[str, float]:
         """Detect in one batch (on the detect pool), fill its results in, return its stage timings."""
-        timings = {"batches": 1}
-        indices = [index for index, _ in batch]
+        timings: dict[str, float] = {}
+        requests = [resolved for resolved, _ in batch]
         images = [image for _, image in batch]
-        thresholds = [options[i][0] for i in indices]
-        ious = [options[i][1] for i in indices]
-        limits = [MAX_DETECTIONS_LIMIT if options[i][3] else options[i][2] for i in indices]
-        detections = self.detector.detect([image.pixels for image in images], thresholds, ious, limits,
-                                          timings=timings, full_sizes=[(image.width, image.height) for image in images])
-        for index, image, found in zip(indices, images, detections):
-            threshold, iou, limit, classes = options[index]
-            if classes is not None:
-                found = [d for d in found if d.class_id in classes][:limit]
-            results[index] = image_result(requests[index].source, image.width, image.height,
-                                          self.detector.name, threshold, iou, found)
+        limits = [MAX_DETECTIONS_LIMIT if r.class_ids is not None else r.max_detections for r in requests]
+        detections = self.detector.detect(
+            [image.pixels for image in images], [r.pred_threshold for r in requests],
+            [r.iou_threshold for r in requests], limits, timings=timings,
+            full_sizes=[(image.width, image.height) for image in images])
+        for resolved, image, found in zip(requests, images, detections):
+            if resolved.class_ids is not None:
+                found = [d for d in found if d.class_id in resolved.class_ids][:resolved.max_detections]
+            results[resolved.index] = ImageResult(resolved.request.source, image.width, image.height,
+                                                  resolved.pred_threshold, resolved.iou_threshold, found)
         return timings
 
 

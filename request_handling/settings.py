@@ -11,10 +11,12 @@ from pathlib import Path
 
 import torch
 
-from efficientdet.config import get_config, validate_input_size
+from efficientdet.config import MAX_INPUT_SIZE, get_config, validate_input_size
+
+from .requests import BUCKET_NAME
 
 MODEL_CONFIG_FILE = "efficientdet.json"
-MODEL_CONFIG_FIELDS = {"compound_coef", "weights", "labels", "anchor_scales", "anchor_ratios", "input_size", "untrained"}
+COEF_VARIABLE, COEF_ALIAS = "EFFICIENTDET_COMPOUND_COEF", "EFFICIENTDET_VERSION"
 
 
 class ConfigurationError(ValueError):
@@ -35,9 +37,11 @@ class Settings:
     max_image_bytes: int = 50_000_000
     max_image_pixels: int = 100_000_000
     max_images_per_request: int = 1000
+    max_detections_per_request: int = 100_000
     batch_size: int = 8
-    s3_connect_timeout: float = 5.0
-    s3_read_timeout: float = 20.0
+    request_timeout: float = 30.0
+    s3_connect_timeout: float = 2.0
+    s3_read_timeout: float = 7.0
     s3_max_attempts: int = 3
     s3_max_concurrency: int = 8
     labels: tuple[str, ...] | None = None
@@ -108,6 +112,27 @@ def default_parallel_batches(num_threads: int) -> int:
     return 1 if torch.cuda.is_available() else max(1, (os.cpu_count() or 1) // num_threads)
 
 
+def _is_integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number_list(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(x, int | float) and not isinstance(x, bool) for x in value)
+
+
+MODEL_CONFIG_TYPES = {  # field: (check, what it must be)
+    "compound_coef": (lambda v: _is_integer(v) and 0 <= v <= 8, "an integer from 0 to 8"),
+    "weights": (lambda v: isinstance(v, str) and bool(v) and Path(v).name == v, "a file name inside the model dir"),
+    "labels": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of strings"),
+    "anchor_scales": (_is_number_list, "a non-empty list of numbers"),
+    "anchor_ratios": (lambda v: isinstance(v, list) and bool(v) and all(_is_number_list(r) and len(r) == 2 for r in v),
+                      "a non-empty list of [x, y] pairs"),
+    "input_size": (_is_integer, "an integer"),
+    "untrained": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
 def read_model_config(model_dir: str | os.PathLike) -> dict:
     """The optional efficientdet.json beside the checkpoint, validated field by field."""
     path = Path(model_dir) / MODEL_CONFIG_FILE
@@ -119,30 +144,51 @@ def read_model_config(model_dir: str | os.PathLike) -> dict:
         raise ConfigurationError(f"{path} is not valid JSON: {error}") from None
     if not isinstance(config, dict):
         raise ConfigurationError(f"{path} must hold a JSON object")
-    unknown = set(config) - MODEL_CONFIG_FIELDS
+    unknown = set(config) - set(MODEL_CONFIG_TYPES)
     if unknown:
-        raise ConfigurationError(f"{path}: unknown field(s) {sorted(unknown)}; allowed: {sorted(MODEL_CONFIG_FIELDS)}")
-    labels = config.get("labels")
-    if labels is not None and not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
-        raise ConfigurationError(f"{path}: labels must be a list of strings")
-    scales = config.get("anchor_scales")
-    if scales is not None and not (isinstance(scales, list) and scales and all(isinstance(x, (int, float)) for x in scales)):
-        raise ConfigurationError(f"{path}: anchor_scales must be a non-empty list of numbers")
-    ratios = config.get("anchor_ratios")
-    if ratios is not None and not (isinstance(ratios, list) and ratios and all(
-            isinstance(r, list) and len(r) == 2 and all(isinstance(x, (int, float)) for x in r) for r in ratios)):
-        raise ConfigurationError(f"{path}: anchor_ratios must be a non-empty list of [x, y] pairs")
+        raise ConfigurationError(f"{path}: unknown field(s) {sorted(unknown)}; allowed: {sorted(MODEL_CONFIG_TYPES)}")
+    for name, value in config.items():
+        check, expected = MODEL_CONFIG_TYPES[name]
+        if not check(value):
+            raise ConfigurationError(f"{path}: {name} must be {expected}, got {json.dumps(value)[:60]}")
     return config
+
+
+def compound_coef(env: Mapping[str, str], model_config: dict) -> int:
+    """EFFICIENTDET_COMPOUND_COEF, or its alias EFFICIENTDET_VERSION (the original deployment notes'
+    name), or efficientdet.json's compound_coef; ConfigurationError when two of them disagree."""
+    given = {name: _integer(env, name, -1, 0, 8) for name in (COEF_VARIABLE, COEF_ALIAS) if env.get(name, "").strip()}
+    if "compound_coef" in model_config:
+        given[f"compound_coef in {MODEL_CONFIG_FILE}"] = model_config["compound_coef"]
+    if len(set(given.values())) > 1:
+        raise ConfigurationError("the compound coefficient is set differently by "
+                                 + " and ".join(f"{name} ({value})" for name, value in given.items())
+                                 + ": set one of them")
+    return next(iter(given.values()), 0)
+
+
+def allowed_buckets(env: Mapping[str, str]) -> frozenset[str]:
+    """ALLOWED_BUCKETS as bucket names; a value that names no valid bucket refuses to start rather
+    than quietly allowing every bucket (or none)."""
+    raw = env.get("ALLOWED_BUCKETS", "")
+    if not raw.strip():
+        return frozenset()
+    names = [name.strip() for name in raw.split(",") if name.strip()]
+    if not names:
+        raise ConfigurationError(f"ALLOWED_BUCKETS={raw!r} names no bucket: leave it empty to allow every bucket, "
+                                 "or list bucket names separated by commas")
+    for name in names:
+        if not BUCKET_NAME.match(name) or ".." in name:
+            raise ConfigurationError(
+                f"ALLOWED_BUCKETS={raw[:200]!r} is not valid: {name[:80]!r} is not a bucket name; expected "
+                "comma-separated bucket names (3-63 lowercase letters, digits, dots, hyphens; no s3:// prefix)")
+    return frozenset(names)
 
 
 def load_settings(model_dir: str | os.PathLike, env: Mapping[str, str] = os.environ) -> Settings:
     """Settings for a model dir; ConfigurationError names the variable and its allowed values."""
     model_config = read_model_config(model_dir)
-    coef = _integer(env, "EFFICIENTDET_COMPOUND_COEF", model_config.get("compound_coef", 0), 0, 8)
-    if "compound_coef" in model_config and coef != model_config["compound_coef"]:
-        raise ConfigurationError(
-            f"EFFICIENTDET_COMPOUND_COEF={coef} contradicts compound_coef={model_config['compound_coef']} "
-            f"in {MODEL_CONFIG_FILE}: set one of them")
+    coef = compound_coef(env, model_config)
     config = get_config(coef)
     weights = env.get("EFFICIENTDET_WEIGHTS", "").strip() or model_config.get("weights") or f"efficientdet-d{coef}.pth"
     if Path(weights).name != weights:
@@ -151,9 +197,11 @@ def load_settings(model_dir: str | os.PathLike, env: Mapping[str, str] = os.envi
     try:
         validate_input_size(config, input_size)
     except ValueError:
+        source = "EFFICIENTDET_INPUT_SIZE" if env.get("EFFICIENTDET_INPUT_SIZE", "").strip() else \
+            f"input_size in {MODEL_CONFIG_FILE}"
         raise ConfigurationError(
-            f"EFFICIENTDET_INPUT_SIZE={input_size} is not valid: expected a multiple of {config.size_multiple}") from None
-    buckets = frozenset(b.strip() for b in env.get("ALLOWED_BUCKETS", "").split(",") if b.strip())
+            f"{source}={input_size} is not valid: expected a multiple of {config.size_multiple} "
+            f"from {config.size_multiple} to {MAX_INPUT_SIZE}") from None
     ratios = model_config.get("anchor_ratios")
     num_threads = default_num_threads(env)
     default = Settings()
@@ -166,11 +214,13 @@ def load_settings(model_dir: str | os.PathLike, env: Mapping[str, str] = os.envi
         max_detections=_integer(env, "DEFAULT_MAX_DETECTIONS", default.max_detections, 1),
         use_float16=_boolean(env, "USE_FLOAT16", default.use_float16),
         jpeg_reduced_decode=_boolean(env, "JPEG_REDUCED_DECODE", default.jpeg_reduced_decode),
-        allowed_buckets=buckets,
+        allowed_buckets=allowed_buckets(env),
         max_image_bytes=_integer(env, "MAX_IMAGE_BYTES", default.max_image_bytes, 1),
         max_image_pixels=_integer(env, "MAX_IMAGE_PIXELS", default.max_image_pixels, 1),
         max_images_per_request=max_images_per_request(env),
+        max_detections_per_request=_integer(env, "MAX_DETECTIONS_PER_REQUEST", default.max_detections_per_request, 1),
         batch_size=_integer(env, "BATCH_SIZE", default_batch_size(), 1, 256),
+        request_timeout=_number(env, "REQUEST_TIMEOUT", default.request_timeout, 1.0, 86_400.0),
         s3_connect_timeout=_number(env, "S3_CONNECT_TIMEOUT", default.s3_connect_timeout, 0.1, 300.0),
         s3_read_timeout=_number(env, "S3_READ_TIMEOUT", default.s3_read_timeout, 0.1, 300.0),
         s3_max_attempts=_integer(env, "S3_MAX_ATTEMPTS", default.s3_max_attempts, 1, 10),
@@ -178,7 +228,7 @@ def load_settings(model_dir: str | os.PathLike, env: Mapping[str, str] = os.envi
         labels=tuple(model_config["labels"]) if "labels" in model_config else None,
         anchor_scales=tuple(model_config["anchor_scales"]) if "anchor_scales" in model_config else None,
         anchor_ratios=tuple(tuple(r) for r in ratios) if ratios else None,
-        untrained=bool(model_config.get("untrained", False)),
+        untrained=model_config.get("untrained", False),
         num_threads=num_threads,
         parallel_batches=_integer(env, "PARALLEL_BATCHES", default_parallel_batches(num_threads), 1, 64),
     )

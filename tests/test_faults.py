@@ -16,6 +16,7 @@ from localrun.serve import ModelServer
 
 BODY = json.dumps({"bucket": USER_BUCKET, "key": USER_KEY})
 SERVER_TIMEOUT = 30
+SAGEMAKER_REALTIME_LIMIT = 60  # seconds: SageMaker cuts a realtime invocation there
 PRIVATE_BUCKET = "another-teams-bucket"
 
 
@@ -82,7 +83,7 @@ def faulty(tmp_path_factory, reference_model_dir):
 def post(url: str, body: str = BODY) -> tuple[requests.Response, float]:
     start = time.monotonic()
     response = requests.post(f"{url}/invocations", data=body, headers={"Content-Type": "application/json"},
-                             timeout=SERVER_TIMEOUT + 30)
+                             timeout=SAGEMAKER_REALTIME_LIMIT + 30)
     return response, time.monotonic() - start
 
 

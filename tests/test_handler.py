@@ -166,19 +166,50 @@ def test_json_array_answers_an_array(toolkit):
 def test_fifty_requests_create_client_and_model_once(s3_server, untrained_model_dir, monkeypatch):
     import request_handling.service
 
-    loads = []
+    loads, clients = [], []
     original = request_handling.service.DetectionService.load.__func__
     monkeypatch.setattr(request_handling.service.DetectionService, "load",
                         classmethod(lambda cls, *a: loads.append(a) or original(cls, *a)))
+    make_client = request_handling.service.s3.make_client
+    monkeypatch.setattr(request_handling.service.s3, "make_client", lambda *a: clients.append(a) or make_client(*a))
     for name, value in s3_server.env().items():
         monkeypatch.setenv(name, value)
     handler = Toolkit(untrained_model_dir)
-    clients_before = request_handling.s3.clients_created
     statuses = [handler.invoke(f"{USER_BUCKET}/{USER_KEY}", "text/csv").status for _ in range(50)]
     assert statuses == [200] * 50
-    assert len(loads) == 1
-    assert request_handling.s3.clients_created == max(clients_before, 1)
-    assert request_handling.s3.s3_client(1, 1, 1, 1) is request_handling.s3._client
+    assert len(loads) == 1 and len(clients) == 1
+
+
+def test_a_csv_body_with_a_byte_order_mark(toolkit):
+    response = toolkit.invoke(f"\ufeff{USER_BUCKET}/{USER_KEY}\r\n".encode(), "text/csv")
+    assert response.status == 200
+    assert_detection_schema(response.json(), SOURCE)
+
+
+@pytest.mark.parametrize("width, height", [(1, 600), (600, 1), (1, 1)])
+def test_thin_and_flat_images_answer_200(toolkit, width, height):
+    strip = encode(gradient(width, height), "PNG")
+    response = toolkit.invoke(strip, "image/png")
+    assert response.status == 200, response.message
+    result = response.json()
+    assert (result["width"], result["height"]) == (width, height)
+    for d in result["detections"]:
+        x1, y1, x2, y2 = d["box"]
+        assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
+
+
+def test_a_thin_image_does_not_sink_its_neighbours(toolkit, s3_server):
+    s3_server.put(USER_BUCKET, "thin/strip.png", encode(gradient(1, 600), "PNG"))
+    response = toolkit.invoke(f"{USER_BUCKET}/{USER_KEY}\n{USER_BUCKET}/thin/strip.png", "text/csv")
+    assert response.status == 200
+    assert [("detections" in r) for r in response.json()] == [True, True]
+
+
+def test_one_usable_entry_among_failures_answers_200(toolkit):
+    lines = [f"{USER_BUCKET}/nope.jpg", f"{USER_BUCKET}/bad/text.jpg", f"{USER_BUCKET}/{USER_KEY}"]
+    response = toolkit.invoke("\n".join(lines), "text/csv")
+    assert response.status == 200
+    assert [r.get("error", {}).get("status") for r in response.json()] == [404, 400, None]
 
 
 @pytest.mark.parametrize("payload, content_type, accept, status, words",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -42,7 +43,7 @@ def test_model_dir_config_for_custom_models(tmp_path):
         {"compound_coef": 2, "labels": ["face"], "anchor_scales": [1.0, 1.5], "anchor_ratios": [[1.0, 1.0]]}))
     settings = load_settings(tmp_path, {})
     assert (settings.compound_coef, settings.labels, settings.anchor_ratios) == (2, ("face",), ((1.0, 1.0),))
-    with pytest.raises(ConfigurationError, match="contradicts"):
+    with pytest.raises(ConfigurationError, match="set differently"):
         load_settings(tmp_path, {"EFFICIENTDET_COMPOUND_COEF": "3"})
     (tmp_path / "efficientdet.json").write_text(json.dumps({"labelz": []}))
     with pytest.raises(ConfigurationError, match="labelz"):
@@ -55,3 +56,60 @@ def test_model_fn_refuses_to_start_on_a_bad_value(tmp_path, monkeypatch):
     monkeypatch.setenv("DEFAULT_IOU_THRESHOLD", "2")
     with pytest.raises(ConfigurationError, match="DEFAULT_IOU_THRESHOLD"):
         inference.model_fn(str(tmp_path))
+
+
+def test_efficientdet_version_is_an_alias_of_the_coefficient(tmp_path):
+    """The original deployment notes call it EFFICIENTDET_VERSION: it must not silently serve D0."""
+    assert load_settings(tmp_path, {"EFFICIENTDET_VERSION": "4"}).compound_coef == 4
+    assert load_settings(tmp_path, {"EFFICIENTDET_VERSION": "4", "EFFICIENTDET_COMPOUND_COEF": "4"}).compound_coef == 4
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(tmp_path, {"EFFICIENTDET_VERSION": "4", "EFFICIENTDET_COMPOUND_COEF": "2"})
+    assert "EFFICIENTDET_VERSION (4)" in str(raised.value) and "EFFICIENTDET_COMPOUND_COEF (2)" in str(raised.value)
+    with pytest.raises(ConfigurationError, match="EFFICIENTDET_VERSION"):
+        load_settings(tmp_path, {"EFFICIENTDET_VERSION": "d4"})
+
+
+@pytest.mark.parametrize("value, words", [
+    (",", "names no bucket"),
+    (" , ,", "names no bucket"),
+    ("s3://videoblocks-ml", "no s3:// prefix"),
+    ("VideoBlocks-ML", "'VideoBlocks-ML' is not a bucket name"),
+    ("videoblocks-ml,bad_bucket", "'bad_bucket'"),
+])
+def test_allowed_buckets_that_would_fail_open_or_match_nothing_refuse_to_start(tmp_path, value, words):
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(tmp_path, {"ALLOWED_BUCKETS": value})
+    assert "ALLOWED_BUCKETS" in str(raised.value) and words in str(raised.value)
+
+
+def test_input_size_has_an_upper_bound_named_where_it_was_set(tmp_path):
+    with pytest.raises(ConfigurationError, match="EFFICIENTDET_INPUT_SIZE=4096 .* from 128 to 2048"):
+        load_settings(tmp_path, {"EFFICIENTDET_INPUT_SIZE": "4096"})
+    (tmp_path / "efficientdet.json").write_text(json.dumps({"input_size": 4096}))
+    with pytest.raises(ConfigurationError, match="input_size in efficientdet.json=4096"):
+        load_settings(tmp_path, {})
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("untrained", "no", "untrained must be true or false"),
+    ("compound_coef", "4", "compound_coef must be an integer from 0 to 8"),
+    ("compound_coef", True, "compound_coef must be an integer from 0 to 8"),
+    ("input_size", 512.0, "input_size must be an integer"),
+    ("weights", 7, "weights must be a file name"),
+    ("weights", "../x.pth", "weights must be a file name"),
+    ("labels", ["face", 1], "labels must be a list of strings"),
+    ("anchor_ratios", [[1.0]], "anchor_ratios must be a non-empty list of [x, y] pairs"),
+])
+def test_model_dir_config_type_errors_name_the_field(tmp_path, field, value, words):
+    (tmp_path / "efficientdet.json").write_text(json.dumps({field: value}))
+    with pytest.raises(ConfigurationError, match=re.escape(words)):
+        load_settings(tmp_path, {})
+
+
+def test_request_timeout_fits_sagemakers_realtime_limit_by_default(tmp_path):
+    settings = load_settings(tmp_path, {})
+    worst_s3_fetch = settings.s3_max_attempts * (settings.s3_connect_timeout + settings.s3_read_timeout)
+    assert settings.request_timeout <= 30 < 60 and worst_s3_fetch < settings.request_timeout
+    assert load_settings(tmp_path, {"REQUEST_TIMEOUT": "3000"}).request_timeout == 3000
+    with pytest.raises(ConfigurationError, match="REQUEST_TIMEOUT"):
+        load_settings(tmp_path, {"REQUEST_TIMEOUT": "0"})

@@ -25,19 +25,18 @@ class Response:
         return self.body.splitlines()[0] if self.body else ""
 
 
-def _context(model_dir: Path, headers: dict) -> Context:
-    context = Context("model", str(model_dir), {}, 1, None, "1.0")
-    context.request_processor = [RequestProcessor(headers)]
-    return context
-
-
 class Toolkit:
-    """A started handler service of the sagemaker-pytorch-inference toolkit over one model dir."""
+    """A started handler service of the sagemaker-pytorch-inference toolkit over one model dir.
+
+    Like TorchServe, it keeps one Context for the model and sets each request's headers on it.
+    """
 
     def __init__(self, model_dir: Path) -> None:
         self.model_dir = model_dir
+        self.context = Context("model", str(model_dir), {}, 1, None, "1.0")
+        self.context.request_processor = [RequestProcessor({})]
         self.service = HandlerService()
-        self.service.initialize(_context(model_dir, {}))
+        self.service.initialize(self.context)
 
     def invoke(self, body: str | bytes, content_type: str | None = "application/json", accept: str | None = None) -> Response:
         headers = {}
@@ -45,7 +44,8 @@ class Toolkit:
             headers["Content-Type"] = content_type
         if accept is not None:
             headers["Accept"] = accept
-        context = _context(self.model_dir, headers)
+        context = self.context
+        context.request_processor = [RequestProcessor(headers)]
         payload = body.encode() if isinstance(body, str) else body
         output = self.service.handle([{"body": payload}], context)[0]
         processor = context.request_processor[0]
