@@ -6,7 +6,17 @@ STAMP := $(VENV)/.installed-dev
 COEF ?= 0
 PORT ?= 8080
 
-.PHONY: venv java test lint serve weights demo bench load clean
+# The production tier: the handler, model and archive tests on the AWS PyTorch inference DLC 2.6's
+# versions (Python 3.12, torch 2.6; requirements/dlc-2.6.txt) in a venv of their own.
+PYTHON_PRODUCTION ?= $(firstword $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.12.*/bin/python3) \
+	$(shell command -v python3.12))
+PROD_VENV := .venv-dlc26
+PROD_STAMP := $(PROD_VENV)/.installed
+PRODUCTION_TESTS := tests/test_request_parsing.py tests/test_settings.py tests/test_efficientdet.py \
+	tests/test_handler.py tests/test_deadline.py tests/test_archive_code.py
+UNIT_TESTS := tests/test_request_parsing.py tests/test_settings.py
+
+.PHONY: venv java test test-dev test-production test-unit lint serve weights demo bench load clean
 
 $(STAMP): requirements/dev.txt requirements/serve.txt requirements/deploy.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +25,13 @@ $(STAMP): requirements/dev.txt requirements/serve.txt requirements/deploy.txt
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+$(PROD_STAMP): requirements/dlc-2.6.txt requirements/production-tests.txt
+	@test -n "$(PYTHON_PRODUCTION)" || { echo "Python 3.12 not found: pyenv install 3.12, or set PYTHON_PRODUCTION"; exit 1; }
+	test -x $(PROD_VENV)/bin/python || $(PYTHON_PRODUCTION) -m venv $(PROD_VENV)
+	$(PROD_VENV)/bin/python -c 'import sys; assert sys.version_info[:2] == (3, 12), "the DLC 2.6 runs Python 3.12"'
+	$(PROD_VENV)/bin/python -m pip install -q -r requirements/production-tests.txt
+	touch $(PROD_STAMP)
 
 java:
 	@command -v java >/dev/null 2>&1 || { \
@@ -26,8 +43,16 @@ lint: venv
 	$(PY) -m ruff check .
 	$(VENV)/bin/hadolint docker/Dockerfile.cpu docker/Dockerfile.gpu
 
-test: venv java lint
+test: lint test-dev test-production
+
+test-dev: venv java
 	$(PY) -m pytest
+
+test-production: $(PROD_STAMP)
+	$(PROD_VENV)/bin/python -m pytest -p no:cacheprovider $(PRODUCTION_TESTS)
+
+test-unit: venv
+	$(PY) -m pytest $(UNIT_TESTS)
 
 serve: venv java
 	$(PY) -m localrun.serve --coef $(COEF) --port $(PORT) $(if $(MODEL),--model $(MODEL))
@@ -45,4 +70,4 @@ load: venv java
 	$(PY) -m bench.load
 
 clean:
-	rm -rf build .pytest_cache .ruff_cache .sagemaker
+	rm -rf build .pytest_cache .ruff_cache .sagemaker $(PROD_VENV)

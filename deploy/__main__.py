@@ -114,6 +114,9 @@ def realtime(args) -> int:
 
 
 def batch(args) -> int:
+    """A Batch Transform job over JSON Lines request files; its model is deleted however the job ends."""
+    from botocore.exceptions import ClientError
+    from sagemaker.exceptions import UnexpectedStatusException
     from sagemaker.transformer import Transformer
 
     session = sagemaker_session(args)
@@ -125,23 +128,22 @@ def batch(args) -> int:
             strategy="MultiRecord", assemble_with="Line", output_path=args.output, accept=JSON_LINES,
             max_payload=args.max_payload_mb, env=batch_environment(args), sagemaker_session=session)
         data_type = "ManifestFile" if args.manifest else "S3Prefix"
-        try:
-            transformer.transform(data=args.manifest or args.input, data_type=data_type, content_type=JSON_LINES,
-                                  split_type="Line", job_name=name, wait=True, logs=False,
-                                  model_client_config={"InvocationsTimeoutInSeconds": args.timeout,
-                                                       "InvocationsMaxRetries": 1})
-        except Exception as error:  # the SDK raises when the job fails; the job's own status says why
-            print(f"transform job {name} did not complete: {error}", file=sys.stderr)
+        transformer.transform(data=args.manifest or args.input, data_type=data_type, content_type=JSON_LINES,
+                              split_type="Line", job_name=name, wait=True, logs=False,
+                              model_client_config={"InvocationsTimeoutInSeconds": args.timeout,
+                                                   "InvocationsMaxRetries": 1})
         job = session.sagemaker_client.describe_transform_job(TransformJobName=name)
-        print(json.dumps({"job": name, "status": job["TransformJobStatus"], "output": args.output,
-                          "failure": job.get("FailureReason")}, default=str))
+        status, reason = job["TransformJobStatus"], job.get("FailureReason")
+    except (UnexpectedStatusException, ClientError) as error:  # a failed job; the message holds its FailureReason
+        status, reason = getattr(error, "actual_status", "Failed"), str(error)
     finally:
         if args.keep:
             print(f"kept model {name}", file=sys.stderr)
         else:
             session.sagemaker_client.delete_model(ModelName=name)
             print(f"deleted model {name}", file=sys.stderr)
-    return 0 if job["TransformJobStatus"] == "Completed" else 1
+    print(json.dumps({"job": name, "status": status, "output": args.output, "failure": reason}))
+    return 0 if status == "Completed" else 1
 
 
 def batch_environment(args) -> dict[str, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import re
@@ -43,7 +45,7 @@ def test_archive_layout_and_reproducibility(archive):
         members = tar.getmembers()
     names = [m.name for m in members]
     assert names == sorted(names)
-    assert "efficientdet-d0.pth" in names and "code/inference.py" in names and "code/requirements.txt" in names
+    assert "efficientdet-d0.pth" in names and "code/inference.py" in names and "code/requirements.txt" not in names
     assert {n.split("/")[1] for n in names if n.startswith("code/") and n.count("/") > 1} == {"efficientdet", "request_handling"}
     assert not any("__pycache__" in n or n.endswith(".pyc") or "tests" in n for n in names)
     assert all(m.mtime == 0 and m.uid == 0 and m.gid == 0 for m in members)
@@ -77,6 +79,34 @@ def test_deploy_script_uploads_and_verifies(archive, s3_server, environment):
     body = s3_server.client().get_object(Bucket="model-bucket", Key=key)["Body"].read()
     with open(path, "rb") as f:
         assert body == f.read()
+
+
+class KmsBucket:
+    """An S3 client double for an SSE-KMS bucket: its ETag is not the object's MD5."""
+
+    def __init__(self, stored_size: int | None = None) -> None:
+        self.stored_size, self.put = stored_size, {}
+
+    def put_object(self, **request):
+        self.put = dict(request, Body=request["Body"].read())
+
+    def head_object(self, Bucket, Key):
+        size = len(self.put["Body"]) if self.stored_size is None else self.stored_size
+        return {"ContentLength": size, "ETag": '"9f620878e06d28774406017480a59fd4-kms"', "ServerSideEncryption": "aws:kms"}
+
+
+def test_upload_to_an_sse_kms_bucket_is_verified_by_content_md5_not_etag(tmp_path):
+    from deploy.upload import upload_archive
+
+    archive = tmp_path / "model.tar.gz"
+    archive.write_bytes(b"model bytes")
+    bucket = KmsBucket()
+    uri = upload_archive(archive, "model-bucket", "prod", client=bucket)
+    assert uri.startswith("s3://model-bucket/models/efficientdet/videoblocks/prod/")
+    assert bucket.put["ContentMD5"] == base64.b64encode(hashlib.md5(b"model bytes").digest()).decode()
+    assert bucket.put["Body"] == b"model bytes"
+    with pytest.raises(RuntimeError, match="10 bytes stored, 11 sent"):
+        upload_archive(archive, "model-bucket", "prod", client=KmsBucket(stored_size=10))
 
 
 def test_deploy_script_refuses_unknown_environment_and_missing_archive(tmp_path):
@@ -148,6 +178,31 @@ def test_batch_dry_run_prints_every_request():
     model = json.loads(next(call[2] for call in calls if call[1] == "sagemaker.CreateModel"))
     assert model["PrimaryContainer"]["ModelDataUrl"] == MODEL_DATA
     assert model["PrimaryContainer"]["Image"].endswith("pytorch-inference:2.6-cpu-py312")
+
+
+def test_a_failed_batch_job_still_deletes_its_model(sagemaker_double, monkeypatch, capsys):
+    from sagemaker.exceptions import UnexpectedStatusException
+    from sagemaker.transformer import Transformer
+
+    from deploy.__main__ import main
+
+    url, env = sagemaker_double
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    def failing_job(self, *args, **kwargs):
+        raise UnexpectedStatusException("Error for Transform job failing-job: Failed. Reason: ClientError: "
+                                        "no input files", allowed_statuses=["Completed"], actual_status="Failed")
+
+    monkeypatch.setattr(Transformer, "transform", failing_job)
+    status = main(["batch", "--model-data", MODEL_DATA, "--role", ROLE, "--name", "failing-job",
+                   "--input", "s3://videoblocks-ml/requests/", "--output", "s3://videoblocks-ml/results/"])
+    assert status == 1
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["status"] == "Failed" and "no input files" in summary["failure"]
+    client = boto3.client("sagemaker", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing")
+    assert client.list_models()["Models"] == []
 
 
 class RecordingEnvironment(dict):

@@ -132,3 +132,24 @@ def test_cli_refuses_a_bucket_outside_allowed_buckets(reference, s3_server):
     env = dict(os.environ, **s3_server.env(), ALLOWED_BUCKETS="somewhere-else")
     result = run_cli(f"s3://{USER_BUCKET}/frames/", "--weights", str(reference / "efficientdet-d0.pth"), env=env)
     assert result.returncode == 2 and "ALLOWED_BUCKETS" in result.stderr
+
+
+def test_cli_exits_2_on_a_path_that_does_not_exist(reference, tmp_path):
+    result = run_cli(str(tmp_path / "frmaes"), "--weights", str(reference / "efficientdet-d0.pth"))
+    assert result.returncode == 2 and "frmaes: no such file, folder or manifest" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_loading_the_service_sets_torchs_threads_for_the_cli_and_the_handler(reference_model_dir):
+    """The CLI and model_fn both load through DetectionService.load: each forward pass gets its share."""
+    import torch
+
+    from request_handling.settings import load_settings
+
+    before = torch.get_num_threads()
+    try:
+        settings = load_settings(reference_model_dir, {"EFFICIENTDET_NUM_THREADS": "1"})
+        DetectionService.load(reference_model_dir, settings)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,87 @@
+"""What ships: model.tar.gz installs nothing at container start, and its code/ alone gives the fixture's
+detections on the interpreter that runs this test (the production tier runs it on the DLC 2.6 versions)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+import sys
+import tarfile
+
+import pytest
+from conftest import REPO
+from matching import unmatched
+
+from deploy.archive import build_archive
+from localrun.model_dir import CODE_FILES, CODE_PACKAGES
+
+# What the AWS PyTorch inference DLC 2.6 ships that code/ may import (requirements/dlc-2.6.txt pins them).
+IMAGE_MODULES = {"torch", "torchvision", "numpy", "PIL", "cv2", "boto3", "botocore", "urllib3", "sagemaker_inference"}
+
+RUN_THE_FOUR_FUNCTIONS = """
+import json, sys
+model_dir, image = sys.argv[1], sys.argv[2]
+sys.path.insert(0, model_dir + "/code")
+import inference
+service = inference.model_fn(model_dir)
+data = inference.input_fn(open(image, "rb").read(), "image/png")
+body, content_type = inference.output_fn(inference.predict_fn(data, service), "application/json")
+import cv2, numpy, PIL, torch, torchvision
+print(json.dumps({"versions": {"python": sys.version.split()[0], "torch": torch.__version__,
+                               "torchvision": torchvision.__version__, "numpy": numpy.__version__,
+                               "pillow": PIL.__version__, "opencv": cv2.__version__},
+                  "content_type": content_type, "result": json.loads(body)}))
+"""
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, reference):
+    """The archive built from the fixture checkpoint, unpacked as SageMaker unpacks it."""
+    archive = build_archive(0, reference / "efficientdet-d0.pth", tmp_path_factory.mktemp("archive"))
+    target = tmp_path_factory.mktemp("opt-ml-model")
+    with tarfile.open(archive) as tar:
+        tar.extractall(target, filter="data")
+    return target
+
+
+def imported_modules(code_dir) -> set[str]:
+    """Top-level names of every absolute import in code/."""
+    names = set()
+    for path in code_dir.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def test_the_archive_installs_nothing_at_container_start(model_dir):
+    """The toolkits pip-install code/requirements.txt at every start: in network isolation that fails."""
+    assert not list(model_dir.rglob("requirements*.txt"))
+    foreign = imported_modules(model_dir / "code") - set(sys.stdlib_module_names) - IMAGE_MODULES - set(CODE_PACKAGES)
+    assert foreign == set()
+
+
+def test_the_dockerfiles_copy_what_the_archive_holds():
+    for dockerfile in ("Dockerfile.cpu", "Dockerfile.gpu"):
+        text = (REPO / "docker" / dockerfile).read_text()
+        copied = re.findall(r"^COPY (\S+) /opt/ml/code/", text, flags=re.MULTILINE)
+        assert copied == [*CODE_FILES, *CODE_PACKAGES], dockerfile
+        assert "pip install" not in text and "requirements" not in text
+
+
+def test_the_archives_code_alone_gives_the_fixture_detections(model_dir, reference):
+    """Isolated mode (-I): nothing of this repository is importable but what the archive holds."""
+    run = subprocess.run([sys.executable, "-I", "-c", RUN_THE_FOUR_FUNCTIONS, str(model_dir),
+                          str(reference / "coffee.png")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    answer = json.loads(run.stdout.splitlines()[-1])
+    print("archive code ran on", answer["versions"])
+    expected = json.loads((reference / "d0-coffee.json").read_text())
+    result = answer["result"]
+    assert answer["content_type"] == "application/json"
+    assert (result["width"], result["height"]) == (expected["width"], expected["height"])
+    assert expected["detections"] and unmatched(expected["detections"], result["detections"], 600, 400) == []
