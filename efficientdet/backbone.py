@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +51,21 @@ class MBConvBlock(nn.Module):
         self.residual = stride == 1 and in_channels == out_channels
         self.stride = stride
 
+    def fold_batch_norms(self) -> None:
+        if self.expands:
+            self._expand_conv.fold_batch_norm(self._bn0)
+            self._bn0 = nn.Identity()
+        self._depthwise_conv.fold_batch_norm(self._bn1)
+        self._project_conv.fold_batch_norm(self._bn2)
+        self._bn1, self._bn2 = nn.Identity(), nn.Identity()
+
+    def use_fused_kernels(self) -> None:
+        """Expand, depthwise and project convolutions as oneDNN kernels, the SiLUs fused in (after folding)."""
+        if self.expands:
+            self._expand_conv, self._expand_act = self._expand_conv.fused(silu=True), nn.Identity()
+        self._depthwise_conv, self._depthwise_act = self._depthwise_conv.fused(silu=True), nn.Identity()
+        self._project_conv = self._project_conv.fused()
+
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         x = inputs
         if self.expands:
@@ -83,6 +99,31 @@ class EfficientNetTrunk(nn.Module):
                     stage.stride if index == 0 else 1, stage.expand_ratio, stage.se_ratio))
         self._blocks = nn.ModuleList(blocks)
 
+    def fold_batch_norms(self) -> None:
+        self._conv_stem.fold_batch_norm(self._bn0)
+        self._bn0 = nn.Identity()
+        for block in self._blocks:
+            block.fold_batch_norms()
+
+    def use_fused_kernels(self) -> None:
+        self._conv_stem, self._stem_act = self._conv_stem.fused(silu=True), nn.Identity()
+        for block in self._blocks:
+            block.use_fused_kernels()
+
+    def downsampling_blocks(self) -> list[int]:
+        """Indices of the blocks that halve the resolution."""
+        return [i for i, block in enumerate(self._blocks) if block.stride == 2]
+
+    def forward(self, x: torch.Tensor, keep: Collection[int]) -> list[torch.Tensor]:
+        """The outputs of the blocks whose indices are in `keep`, in order."""
+        x = self._stem_act(self._bn0(self._conv_stem(x)))
+        features = []
+        for index, block in enumerate(self._blocks):
+            x = block(x)
+            if index in keep:
+                features.append(x)
+        return features
+
 
 class EfficientNetBackbone(nn.Module):
     """Runs the trunk and keeps the outputs at strides 8, 16 and 32 (P3, P4, P5)."""
@@ -90,17 +131,15 @@ class EfficientNetBackbone(nn.Module):
     def __init__(self, config: BackboneConfig) -> None:
         super().__init__()
         self.model = EfficientNetTrunk(config)
-        blocks = self.model._blocks
         # A stride-8/16 feature is the last output before the next down-sampling block; P5 is the final output.
-        downsampling = [i for i, block in enumerate(blocks) if block.stride == 2]
-        self.feature_indices = (downsampling[2] - 1, downsampling[3] - 1, len(blocks) - 1)
+        downsampling = self.model.downsampling_blocks()
+        self.feature_indices = (downsampling[2] - 1, downsampling[3] - 1, len(self.model._blocks) - 1)
+
+    def fold_batch_norms(self) -> None:
+        self.model.fold_batch_norms()
+
+    def use_fused_kernels(self) -> None:
+        self.model.use_fused_kernels()
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        trunk = self.model
-        x = trunk._stem_act(trunk._bn0(trunk._conv_stem(x)))
-        features = []
-        for index, block in enumerate(trunk._blocks):
-            x = block(x)
-            if index in self.feature_indices:
-                features.append(x)
-        return features
+        return self.model(x, self.feature_indices)

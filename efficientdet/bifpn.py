@@ -51,6 +51,22 @@ class BiFPNCell(nn.Module):
             self.register_parameter(f"p{level}_w2", nn.Parameter(torch.ones(3 if level < 7 else 2)))
         self.top = top
 
+    def fold_batch_norms(self) -> None:
+        for block in self.children():
+            if isinstance(block, SeparableConvBlock):
+                block.fold_batch_norm()
+        if self.first:
+            for sequence in (self.p3_down_channel, self.p4_down_channel, self.p5_down_channel,
+                             self.p4_down_channel_2, self.p5_down_channel_2, self.p5_to_p6):
+                sequence[0].fold_batch_norm(sequence[1])
+                sequence[1] = nn.Identity()
+
+    def use_fused_kernels(self) -> None:
+        """The separable convolutions as oneDNN kernels (after folding); the laterals stay PyTorch's (no gain measured)."""
+        for block in self.children():
+            if isinstance(block, SeparableConvBlock):
+                block.use_fused_kernels()
+
     def _fuse(self, name: str, inputs: list[torch.Tensor]) -> torch.Tensor:
         if self.weighted:
             weight = F.relu(getattr(self, name))

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
 from .layers import SeparableConvBlock, batch_norm
+
+
+def per_anchor(feature: torch.Tensor, outputs_per_anchor: int) -> torch.Tensor:
+    """(N, C, H, W) header output → (N, H·W·anchors, outputs_per_anchor), ordered row, column, anchor."""
+    feature = feature.permute(0, 2, 3, 1)
+    return feature.reshape(feature.shape[0], -1, outputs_per_anchor)
 
 
 class PredictionHead(nn.Module):
@@ -19,15 +27,52 @@ class PredictionHead(nn.Module):
             nn.ModuleList(batch_norm(channels) for _ in range(repeats)) for _ in range(num_levels))
         self.header = SeparableConvBlock(channels, num_anchors * outputs_per_anchor, norm=False)
         self.act = nn.SiLU()
-        self.level_convs: nn.ModuleList | None = None  # per-level convolutions once batch norms are folded in
+
+    @torch.no_grad()
+    def folded(self) -> FoldedPredictionHead:
+        """The same head with each level's batch norms folded into that level's copy of the convolutions."""
+        levels = nn.ModuleList()
+        for norms in self.bn_list:
+            convs = nn.ModuleList()
+            for conv, norm in zip(self.conv_list, norms):
+                block = copy.deepcopy(conv)
+                block.pointwise_conv.fold_batch_norm(norm)
+                convs.append(block)
+            levels.append(convs)
+        return FoldedPredictionHead(levels, copy.deepcopy(self.header), self.outputs_per_anchor)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         """(N, anchors, outputs_per_anchor), anchors ordered by level, row, column, then anchor."""
         outputs = []
-        for level, (feature, norms) in enumerate(zip(features, self.bn_list)):
-            convs = self.conv_list if self.level_convs is None else self.level_convs[level]
-            for conv, norm in zip(convs, norms):
+        for feature, norms in zip(features, self.bn_list):
+            for conv, norm in zip(self.conv_list, norms):
                 feature = self.act(norm(conv(feature)))
-            feature = self.header(feature).permute(0, 2, 3, 1)
-            outputs.append(feature.reshape(feature.shape[0], -1, self.outputs_per_anchor))
+            outputs.append(per_anchor(self.header(feature), self.outputs_per_anchor))
+        return torch.cat(outputs, dim=1)
+
+
+class FoldedPredictionHead(nn.Module):
+    """A PredictionHead for inference: per-level convolutions with their batch norms folded in."""
+
+    def __init__(self, level_convs: nn.ModuleList, header: SeparableConvBlock, outputs_per_anchor: int) -> None:
+        super().__init__()
+        self.level_convs = level_convs
+        self.header = header
+        self.outputs_per_anchor = outputs_per_anchor
+        self.act = nn.SiLU()
+
+    def use_fused_kernels(self) -> None:
+        """Every convolution as a oneDNN kernel, the SiLU after each level convolution fused in."""
+        for convs in self.level_convs:
+            for block in convs:
+                block.use_fused_kernels(silu=True)
+        self.header.use_fused_kernels()
+        self.act = nn.Identity()
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        outputs = []
+        for feature, convs in zip(features, self.level_convs):
+            for conv in convs:
+                feature = self.act(conv(feature))
+            outputs.append(per_anchor(self.header(feature), self.outputs_per_anchor))
         return torch.cat(outputs, dim=1)

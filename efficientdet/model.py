@@ -29,6 +29,22 @@ class EfficientDet(nn.Module):
         self.classifier = PredictionHead(config.fpn_channels, config.head_repeats, levels, num_anchors, num_classes)
         self.backbone_net = EfficientNetBackbone(config.backbone_config)
 
+    def fold_batch_norms(self) -> None:
+        """Fold every batch norm into the convolution before it (eval-mode statistics; inference only)."""
+        self.backbone_net.fold_batch_norms()
+        for cell in self.bifpn:
+            cell.fold_batch_norms()
+        self.regressor = self.regressor.folded()
+        self.classifier = self.classifier.folded()
+
+    def use_fused_kernels(self) -> None:
+        """After folding: convolutions as oneDNN kernels with their SiLU fused in (CPU, float32)."""
+        self.backbone_net.use_fused_kernels()
+        for cell in self.bifpn:
+            cell.use_fused_kernels()
+        self.regressor.use_fused_kernels()
+        self.classifier.use_fused_kernels()
+
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (regression (N, A, 4) as dy, dx, dh, dw; class logits (N, A, num_classes))."""
         features = self.bifpn(self.backbone_net(images))
