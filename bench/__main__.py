@@ -22,10 +22,11 @@ import torch
 from PIL import Image
 from torchvision.ops import box_iou
 
+from deploy.model_dir import local_checkpoint
 from efficientdet import Detection, Detector, EfficientDet, get_config
-from efficientdet.weights import untrained_state_dict
-from localrun.model_dir import local_checkpoint
-from localrun.s3server import SeaweedS3, free_port
+from efficientdet.untrained import untrained_state_dict
+from localrun.ports import free_port
+from localrun.s3server import SeaweedS3
 from localrun.serve import ModelServer
 from request_handling.images import decode_image
 
@@ -228,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--coef", type=int, choices=range(9), default=0)
     parser.add_argument("--checkpoint", help="checkpoint to time (default: weights/, else for D0 the reference "
                                              "fixture, else generated untrained weights)")
+    parser.add_argument("--untrained", action="store_true", help="time generated untrained weights, whatever is in weights/")
     parser.add_argument("--rounds", type=int, default=30, help="timed images per mode")
     parser.add_argument("--rounds-extras", type=int, default=15, help="timed frames per opt-in mode (0: skip)")
     parser.add_argument("--server-rounds", type=int, default=8, help="rounds of requests per server mode")
@@ -235,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-server", action="store_true")
     parser.add_argument("--json", default=str(REPO / "build" / "bench" / "results.json"))
     args = parser.parse_args(argv)
-    args.checkpoint = args.checkpoint or default_checkpoint(args.coef)
+    if args.untrained and args.checkpoint:
+        parser.error("--untrained and --checkpoint exclude each other")
+    args.checkpoint = None if args.untrained else args.checkpoint or default_checkpoint(args.coef)
     image = np.asarray(Image.open(SAMPLE).convert("RGB"))
     modes = detectors(args.coef, args.checkpoint)
     results = {"machine": machine(), "coef": args.coef, "input_size": get_config(args.coef).input_size,

@@ -2,9 +2,11 @@
 
 from .config import EFFICIENTDET_CONFIGS, EfficientDetConfig, get_config
 from .detector import Detection, Detector
+from .download import download_weights, weights_url
 from .labels import COCO_LABELS
 from .model import EfficientDet
-from .weights import CheckpointError, download_weights, load_state_dict, untrained_state_dict, weights_url
+from .untrained import untrained_state_dict
+from .weights import CheckpointError, load_state_dict
 
 __all__ = [
     "COCO_LABELS",
