@@ -2,24 +2,43 @@
 
 model_fn loads the checkpoint once per worker; input_fn parses CSV / JSON / JSON Lines / image
 bodies and checks the Accept header before any work; predict_fn fetches the images from S3 and
-detects; output_fn serialises the detections. Client errors are raised as
-GenericInferenceToolkitError so the toolkit answers with their status.
+detects; output_fn serialises the detections. Our RequestErrors leave each function as the toolkit's
+GenericInferenceToolkitError, so that the toolkit answers with their status and message.
+
+Process-wide state, all of it forced by the toolkit and all of it here: model_fn switches off the
+toolkit's UTF-8 decoding of text bodies (content_types.UTF8_TYPES, module-level in the toolkit), and
+input_fn, which the toolkit calls without the model, reads MAX_IMAGES_PER_REQUEST from the environment.
+Everything else (settings, S3 client, thread pools, model) lives in the DetectionService model_fn returns.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
 
 from sagemaker_inference import content_types
+from sagemaker_inference.errors import GenericInferenceToolkitError
 
-from request_handling.requests import parse_request
+from request_handling.bodies import parse_request
+from request_handling.errors import RequestError
 from request_handling.responses import negotiate, serialise
 from request_handling.service import UNTRAINED_WARNING, DetectionService, ImageFailure, Prediction
 from request_handling.settings import load_settings, max_images_per_request
 
 log = logging.getLogger("efficientdet.serving")
+
+
+def toolkit_errors(function):
+    """RequestError → the toolkit's error type (the wrapper keeps the signature the toolkit inspects)."""
+    @functools.wraps(function)
+    def wrapper(*args):
+        try:
+            return function(*args)
+        except RequestError as error:
+            raise GenericInferenceToolkitError(error.status_code, error.message, error.phrase) from None
+    return wrapper
 
 
 def model_fn(model_dir: str) -> DetectionService:
@@ -37,6 +56,7 @@ def request_header(context, name: str) -> str | None:
     return properties.get(name) or properties.get(name.lower())
 
 
+@toolkit_errors
 def input_fn(input_data: str | bytes, content_type: str, context=None):
     # input_fn has no model: MAX_IMAGES_PER_REQUEST is read from the environment (microseconds).
     accept = request_header(context, "Accept")
@@ -44,6 +64,7 @@ def input_fn(input_data: str | bytes, content_type: str, context=None):
     return parse_request(input_data, content_type, max_images_per_request())
 
 
+@toolkit_errors
 def predict_fn(data, model: DetectionService) -> Prediction:
     requests, several = data
     prediction = model.predict(requests, several)
@@ -54,6 +75,7 @@ def predict_fn(data, model: DetectionService) -> Prediction:
     return prediction
 
 
+@toolkit_errors
 def output_fn(prediction: Prediction, accept: str) -> tuple[str, str]:
     content_type = negotiate(accept)
     start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Parsing request bodies (CSV, JSON, JSON Lines, raw image bytes) into image requests."""
+"""Request bodies (CSV, JSON, JSON Lines, raw image bytes) parsed into image requests."""
 
 from __future__ import annotations
 

@@ -1,11 +1,9 @@
-"""Request errors carry an HTTP status; the SageMaker toolkit answers with it."""
+"""Request errors carry an HTTP status and a one-line message; each server answers with them."""
 
 from __future__ import annotations
 
 import unicodedata
 from http import HTTPStatus
-
-from sagemaker_inference.errors import GenericInferenceToolkitError
 
 MAX_MESSAGE_CHARACTERS = 500
 UNPRINTABLE_CATEGORIES = {"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"}  # controls, bidi/format, line breaks, …
@@ -20,11 +18,17 @@ def one_line(text: str, limit: int = MAX_MESSAGE_CHARACTERS) -> str:
     return escaped if len(escaped) <= limit else escaped[:limit - 1] + "…"
 
 
-class RequestError(GenericInferenceToolkitError):
+class RequestError(Exception):
     """An error the client should see, with its HTTP status and a one-line message."""
 
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(status, one_line(message), HTTPStatus(status).phrase)
+        self.status_code = status
+        self.message = one_line(message)
+        self.phrase = HTTPStatus(status).phrase
+        super().__init__(status, self.message)
+
+    def __str__(self) -> str:
+        return f"{self.status_code} {self.phrase}: {self.message}"
 
     def as_dict(self) -> dict:
         return {"status": self.status_code, "message": self.message}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
+from .bodies import JSON, JSON_LINES
 from .errors import RequestError, one_line
-from .requests import JSON, JSON_LINES
 from .service import ImageFailure, ImageResult, Prediction
 
 JSON_LINES_TYPE = JSON_LINES[0]

@@ -12,15 +12,14 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from efficientdet import Detection, Detector
 
 from . import s3
+from .bodies import MAX_DETECTIONS_LIMIT, ImageRequest
 from .errors import RequestError, bad_request, forbidden, timed_out, too_large
 from .images import DecodedImage, decode_image
-from .requests import MAX_DETECTIONS_LIMIT, ImageRequest
 from .settings import Settings
 
 log = logging.getLogger("efficientdet.serving")
@@ -70,7 +69,6 @@ class Prediction:
     untrained: bool = False
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     batches: int = 0
-    images: list[np.ndarray | None] | None = None
 
     def request_error(self) -> RequestError | None:
         """The error the whole request answers with: a single image's, or the first entry's when no
@@ -165,14 +163,18 @@ class DetectionService:
                             f"max_detections); the limit is MAX_DETECTIONS_PER_REQUEST={limit}: lower max_detections "
                             "or send fewer images per request")
 
+    def image_bytes(self, request: ImageRequest) -> bytes:
+        """The request's image: its inline bytes or the S3 object (RequestError when S3 cannot give it)."""
+        if request.image_bytes is not None:
+            return request.image_bytes
+        return s3.fetch_object(self.s3, request.bucket, request.key, self.settings.max_image_bytes)
+
     def _load(self, request: ImageRequest) -> Decoded:
         """Fetch (S3) and decode one image; runs on the pool."""
         decoded = Decoded()
         try:
             start = time.perf_counter()
-            data = request.image_bytes
-            if data is None:
-                data = s3.fetch_object(self.s3, request.bucket, request.key, self.settings.max_image_bytes)
+            data = self.image_bytes(request)
             fetched = time.perf_counter()
             decoded.fetch_seconds = fetched - start
             decoded.image = decode_image(data, self.settings.max_image_bytes, self.settings.max_image_pixels,
@@ -207,16 +209,11 @@ class DetectionService:
         source = resolved.request.source or "the image"
         return timed_out(f"{source} was not {what} within REQUEST_TIMEOUT={self.settings.request_timeout:g} s")
 
-    def predict(self, requests: list[ImageRequest], several: bool, keep_images: bool = False) -> Prediction:
+    def predict(self, requests: list[ImageRequest], several: bool) -> Prediction:
         """Detect in every image; each image's error stays in its place (Prediction.request_error says
-        what a request answers). Images not done within REQUEST_TIMEOUT get a 504 in their place.
-
-        keep_images=True also returns the decoded pixels (None where an image failed); with
-        JPEG_REDUCED_DECODE they may be smaller than the image its boxes refer to.
-        """
+        what a request answers). Images not done within REQUEST_TIMEOUT get a 504 in their place."""
         deadline = time.monotonic() + self.settings.request_timeout
         results: list[ImageResult | ImageFailure | None] = [None] * len(requests)
-        images: list[np.ndarray | None] = [None] * len(requests)
         pending = []
         for index, request in enumerate(requests):
             try:
@@ -247,8 +244,6 @@ class DetectionService:
                 results[resolved.index] = ImageFailure(resolved.request.source, decoded.error)
                 continue
             batch.append((resolved, decoded.image))
-            if keep_images:
-                images[resolved.index] = decoded.image.pixels
             if len(batch) == self.settings.batch_size:
                 run(batch)
                 batch = []
@@ -256,8 +251,7 @@ class DetectionService:
             run(batch)
         while running:
             _add_timings(timings, running.popleft().result())
-        return Prediction(results, several, self.detector.name, self.settings.untrained, timings, batches,
-                          images if keep_images else None)
+        return Prediction(results, several, self.detector.name, self.settings.untrained, timings, batches)
 
     def _detect(self, batch: list[tuple[ResolvedRequest, DecodedImage]],
                 results: list[ImageResult | ImageFailure | None]) -> dict[str, float]:

@@ -13,7 +13,7 @@ import torch
 
 from efficientdet.config import MAX_INPUT_SIZE, get_config, validate_input_size
 
-from .requests import BUCKET_NAME
+from .bodies import BUCKET_NAME
 
 MODEL_CONFIG_FILE = "efficientdet.json"
 COEF_VARIABLE, COEF_ALIAS = "EFFICIENTDET_COMPOUND_COEF", "EFFICIENTDET_VERSION"
