@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 import boto3
 import numpy as np
 
+from localrun import example
+
 from .dryrun import dry_run_session
 
 HANDLER_VARIABLES = (
@@ -196,9 +198,8 @@ def parser() -> argparse.ArgumentParser:
 
     rt = commands.add_parser("realtime", help="deploy an endpoint, smoke-test it, time requests, tear it down")
     model_options(rt)
-    rt.add_argument("--bucket", default="videoblocks-ml", help="bucket of the smoke-test image")
-    rt.add_argument("--key", default="data/object-detection-research/videoblocks/dev/sampled-items/jpg/"
-                                      "fps-method-01/000023419/000216-9.0090.jpg")
+    rt.add_argument("--bucket", default=example.BUCKET, help="bucket of the smoke-test image")
+    rt.add_argument("--key", default=example.KEY, help="key of the smoke-test image")
     rt.add_argument("--requests", type=int, default=0, help="time this many requests (FPS, seconds per frame)")
     rt.set_defaults(run=realtime)
 

@@ -14,7 +14,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from localrun.model_dir import REPO, assemble_model_dir, local_checkpoint
+from deploy.model_dir import REPO, assemble_model_dir, local_checkpoint
 
 EPOCH = 0
 

@@ -7,7 +7,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from efficientdet.weights import write_untrained_checkpoint
+from efficientdet.untrained import write_untrained_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 CODE_FILES = ("inference.py",)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import boto3
 
+from localrun import example
+
 ENVIRONMENTS = ("dev", "staging", "prod")
 PREFIX = "models/efficientdet/videoblocks"
 
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     if not archive.is_file():
         print(f"error: archive {archive} not found: run ./model-archive-build.sh first or set ARCHIVE", file=sys.stderr)
         return 1
-    bucket = os.environ.get("MODEL_BUCKET") or "videoblocks-ml"
+    bucket = os.environ.get("MODEL_BUCKET") or example.BUCKET
     print(f"uploading {archive} ({archive.stat().st_size} bytes) to bucket {bucket} ({args.environment})", file=sys.stderr)
     print(upload_archive(archive, bucket, args.environment))
     return 0

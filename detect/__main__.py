@@ -19,10 +19,12 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from efficientdet.weights import write_untrained_checkpoint
-from localrun.draw import draw_detections
-from localrun.model_dir import local_checkpoint
+from deploy.model_dir import local_checkpoint
+from detect.draw import draw_detections
+from efficientdet.untrained import write_untrained_checkpoint
+from request_handling.bodies import ImageRequest
 from request_handling.errors import RequestError
+from request_handling.images import decode_image
 from request_handling.responses import result_json
 from request_handling.service import DetectionService, ImageFailure
 from request_handling.settings import ConfigurationError, load_settings
@@ -66,6 +68,17 @@ def load_service(args) -> DetectionService:
     return DetectionService.load(weights.parent, settings)
 
 
+def draw(service: DetectionService, request: ImageRequest, detections: list[dict], out: Path) -> None:
+    """The image at full size (read again: drawing is for looking, not for speed) with its boxes."""
+    settings = service.settings
+    try:
+        image = decode_image(service.image_bytes(request), settings.max_image_bytes, settings.max_image_pixels)
+    except RequestError as error:
+        print(f"could not draw {request.source}: {error.message}", file=sys.stderr)
+        return
+    draw_detections(Image.fromarray(image.pixels), detections, out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m detect", description=__doc__.splitlines()[0])
     parser.add_argument("inputs", nargs="+", metavar="INPUT")
@@ -100,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for first in range(0, len(requests), args.chunk):
             chunk = [with_bytes(r) for r in requests[first:first + args.chunk]]
-            prediction = service.predict(chunk, several=True, keep_images=args.draw is not None)
-            for offset, result in enumerate(prediction.results):
+            prediction = service.predict(chunk, several=True)
+            for offset, (request, result) in enumerate(zip(chunk, prediction.results)):
                 entry = result_json(result, prediction.model)
                 out.write(json.dumps(entry) + "\n")
                 counts["images"] += 1
@@ -110,8 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 counts["detections"] += len(result.detections)
                 if args.draw is not None:
-                    image = Image.fromarray(prediction.images[offset]).resize((result.width, result.height))
-                    draw_detections(image, entry["detections"], args.draw / picture_name(result.source, first + offset))
+                    draw(service, request, entry["detections"], args.draw / picture_name(result.source, first + offset))
             out.flush()
             progress.update(len(chunk))
     except KeyboardInterrupt:

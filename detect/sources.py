@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from request_handling.bodies import ImageRequest, parse_s3_location
 from request_handling.errors import not_found
-from request_handling.requests import ImageRequest, parse_s3_location
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 

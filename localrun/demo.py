@@ -11,13 +11,14 @@ import urllib.request
 
 from PIL import Image
 
-from .draw import draw_detections
-from .model_dir import REPO, local_checkpoint
-from .s3server import SeaweedS3, free_port
+from deploy.model_dir import REPO, local_checkpoint
+from detect.draw import draw_detections
+
+from .example import BUCKET, KEY
+from .ports import free_port
+from .s3server import SeaweedS3
 from .serve import ModelServer
 
-BUCKET = "videoblocks-ml"
-KEY = "data/object-detection-research/videoblocks/dev/sampled-items/jpg/fps-method-01/000023419/000216-9.0090.jpg"
 SAMPLE = REPO / "samples" / "coffee.jpg"
 PICTURE = REPO / "build" / "demo" / "detections.png"
 SERVER_LOG = REPO / "build" / "demo" / "server.log"

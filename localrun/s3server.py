@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,26 +15,12 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
+from .ports import free_port
+
 ADMIN = ("seaweed-admin", "seaweed-admin-secret")
 NO_READ = ("seaweed-noread", "seaweed-noread-secret")  # may list buckets, may not read objects
 LIMITED = ("seaweed-limited", "seaweed-limited-secret")  # may read videoblocks-ml only
 REGION = "us-east-1"
-
-
-def free_port() -> int:
-    """A free TCP port whose gRPC companion (port + 10000) is free too, as SeaweedFS needs."""
-    for _ in range(100):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port + 10000 < 65536:
-            with socket.socket() as grpc:
-                try:
-                    grpc.bind(("127.0.0.1", port + 10000))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port pair found")
 
 
 def weed_binary() -> str:

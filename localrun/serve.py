@@ -24,8 +24,9 @@ from pathlib import Path
 
 import psutil
 
-from .model_dir import assemble_model_dir, local_checkpoint
-from .s3server import free_port
+from deploy.model_dir import assemble_model_dir, local_checkpoint
+
+from .ports import free_port
 
 log = logging.getLogger("localrun.serve")
 

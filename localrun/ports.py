@@ -1,0 +1,21 @@
+"""Free loopback ports for the local servers (SeaweedFS, TorchServe and its side listeners)."""
+
+from __future__ import annotations
+
+import socket
+
+
+def free_port() -> int:
+    """A free TCP port whose gRPC companion (port + 10000) is free too, as SeaweedFS needs."""
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port + 10000 < 65536:
+            with socket.socket() as grpc:
+                try:
+                    grpc.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port pair found")
