@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from localrun import demo
+from localrun import example
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = Path(os.environ.get("EFFICIENTDET_REFERENCE", REPO.parent / "shared" / "fixtures" / "reference"))
@@ -28,7 +28,7 @@ def coffee(reference: Path) -> np.ndarray:
     return np.asarray(Image.open(reference / "coffee.png").convert("RGB"))
 
 
-USER_BUCKET, USER_KEY = demo.BUCKET, demo.KEY  # the users' example frame, as in the README and `make demo`
+USER_BUCKET, USER_KEY = example.BUCKET, example.KEY  # the users' example frame, as in the README and `make demo`
 SAMPLE_IMAGE = REPO / "samples" / "coffee.jpg"
 
 
@@ -45,7 +45,7 @@ def s3_server():
 @pytest.fixture(scope="session")
 def untrained_model_dir(tmp_path_factory) -> Path:
     """A read-only model dir as SageMaker unpacks it, with deterministic UNTRAINED D0 weights."""
-    from localrun.model_dir import assemble_model_dir
+    from deploy.model_dir import assemble_model_dir
 
     model_dir = assemble_model_dir(tmp_path_factory.mktemp("model") / "model", coef=0)
     yield model_dir
@@ -55,7 +55,7 @@ def untrained_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def reference_model_dir(tmp_path_factory, reference) -> Path:
     """A read-only model dir holding the reference D0 checkpoint (deterministic, untrained, realistic scores)."""
-    from localrun.model_dir import assemble_model_dir
+    from deploy.model_dir import assemble_model_dir
 
     model_dir = assemble_model_dir(tmp_path_factory.mktemp("model") / "model", coef=0,
                                    weights=reference / "efficientdet-d0.pth")

@@ -15,7 +15,7 @@ from conftest import REPO
 from matching import unmatched
 
 from deploy.archive import build_archive
-from localrun.model_dir import CODE_FILES, CODE_PACKAGES
+from deploy.model_dir import CODE_FILES, CODE_PACKAGES
 
 # What the AWS PyTorch inference DLC 2.6 ships that code/ may import (requirements/dlc-2.6.txt pins them).
 IMAGE_MODULES = {"torch", "torchvision", "numpy", "PIL", "cv2", "boto3", "botocore", "urllib3", "sagemaker_inference"}

@@ -17,7 +17,7 @@ import requests
 from conftest import REPO, SAMPLE_IMAGE
 
 from deploy.__main__ import HANDLER_VARIABLES
-from localrun.s3server import free_port
+from localrun.ports import free_port
 from localrun.serve import ModelServer
 from request_handling.settings import load_settings
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import SAMPLE_IMAGE
 
 from efficientdet import Detector
-from request_handling.requests import ImageRequest
+from request_handling.bodies import ImageRequest
 from request_handling.service import DetectionService, ImageFailure, ImageResult
 from request_handling.settings import Settings
 

@@ -6,7 +6,8 @@ import pytest
 from conftest import SAMPLE_IMAGE, USER_BUCKET, USER_KEY
 from test_faults import SAGEMAKER_REALTIME_LIMIT, post
 
-from localrun.s3server import LIMITED, SeaweedS3, free_port
+from localrun.ports import free_port
+from localrun.s3server import LIMITED, SeaweedS3
 from localrun.serve import ModelServer
 
 

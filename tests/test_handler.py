@@ -233,7 +233,7 @@ def test_s3_unreachable_is_503():
     import boto3
     from botocore.config import Config
 
-    from localrun.s3server import free_port
+    from localrun.ports import free_port
 
     client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{free_port()}", aws_access_key_id="x",
                           aws_secret_access_key="y", region_name="us-east-1",

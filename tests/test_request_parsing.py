@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from efficientdet.preprocess import letterbox, letterbox_size
+from request_handling.bodies import ImageRequest, parse_request
 from request_handling.errors import RequestError, bad_request
-from request_handling.requests import ImageRequest, parse_request
 from request_handling.responses import negotiate
 
 LOCATION = "videoblocks-ml/frames/000216-9.0090.jpg"

@@ -1,0 +1,49 @@
+"""Fast tier: post-processing as pure functions (no checkpoint, no server)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from efficientdet.boxes import decode_boxes, select_detections, to_image_pixels
+
+ANCHORS = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 40.0, 60.0]])  # y1 x1 y2 x2
+
+
+def logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def test_zero_offsets_decode_to_the_anchor_as_x1_y1_x2_y2():
+    assert decode_boxes(ANCHORS, torch.zeros(3, 4)).tolist() == [[0, 0, 10, 10], [0, 0, 10, 10], [20, 20, 60, 40]]
+
+
+def test_select_keeps_the_best_class_per_anchor_above_the_threshold_best_first():
+    logits = torch.full((3, 4), logit(0.01))
+    logits[0, 2], logits[1, 2], logits[2, 1] = logit(0.9), logit(0.8), logit(0.3)
+    boxes, scores, classes = select_detections(logits, torch.zeros(3, 4), ANCHORS, 128, 0.25, 0.5)
+    # anchors 0 and 1 overlap fully in class 2: NMS keeps the better one
+    assert classes.tolist() == [2, 1] and scores.tolist() == torch.tensor([0.9, 0.3]).tolist()
+    assert boxes.tolist() == [[0, 0, 10, 10], [20, 20, 60, 40]]
+
+
+def test_nms_is_per_class():
+    logits = torch.full((3, 4), logit(0.01))
+    logits[0, 2], logits[1, 3] = logit(0.9), logit(0.8)
+    _, _, classes = select_detections(logits, torch.zeros(3, 4), ANCHORS, 128, 0.25, 0.5)
+    assert classes.tolist() == [2, 3]
+
+
+def test_boxes_are_clipped_to_the_canvas_before_nms_and_to_the_image_after():
+    logits = torch.full((1, 2), logit(0.9))
+    regression = torch.tensor([[0.0, 0.0, 3.0, 3.0]])  # grows the box far past the canvas
+    boxes, _, _ = select_detections(logits, regression, ANCHORS[:1], 64, 0.5, 0.5)
+    assert boxes.min() >= 0 and boxes.max() <= 63
+    image_boxes, non_empty = to_image_pixels(boxes, 0.5, 0.25, 100, 80)
+    assert image_boxes[0].tolist() == [0, 0, 100, 80] and non_empty.tolist() == [True]
+
+
+def test_nothing_above_the_threshold_gives_empty_tensors():
+    boxes, scores, classes = select_detections(torch.full((3, 4), -10.0), torch.zeros(3, 4), ANCHORS, 128, 0.2, 0.2)
+    assert boxes.shape == (0, 4) and scores.numel() == classes.numel() == 0
