@@ -18,7 +18,8 @@ import numpy as np
 import psutil
 import requests
 
-from localrun.s3server import SeaweedS3, free_port
+from localrun.ports import free_port
+from localrun.s3server import SeaweedS3
 from localrun.serve import ModelServer
 
 from .__main__ import REPO, SAMPLE, default_checkpoint
