@@ -15,8 +15,16 @@ PROD_STAMP := $(PROD_VENV)/.installed
 PRODUCTION_TESTS := tests/test_request_parsing.py tests/test_postprocess.py tests/test_settings.py tests/test_efficientdet.py \
 	tests/test_handler.py tests/test_deadline.py tests/test_archive_code.py
 UNIT_TESTS := tests/test_request_parsing.py tests/test_postprocess.py tests/test_settings.py
+# The Ray tier: the unit tier and the HTTP contract suite against Ray Serve, on the Ray Serve DLC's versions
+# (Python 3.13, Ray 2.57, torch 2.10; requirements/ray-dlc.txt) in a venv of their own.
+PYTHON_RAY ?= $(firstword $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.13.*/bin/python3) \
+	$(shell command -v python3.13))
+RAY_VENV := .venv-ray
+RAY_STAMP := $(RAY_VENV)/.installed
+SERVER ?= torchserve
+SERVE_MODULE := $(if $(filter ray,$(SERVER)),localrun.ray_serve,localrun.serve)
 
-.PHONY: venv java test test-dev test-production test-unit lint serve weights demo bench load clean
+.PHONY: venv java test test-dev test-production test-ray test-unit lint serve weights demo bench load clean
 
 $(STAMP): requirements/dev.txt requirements/serve.txt requirements/deploy.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +41,13 @@ $(PROD_STAMP): requirements/dlc-2.6.txt requirements/production-tests.txt
 	$(PROD_VENV)/bin/python -m pip install -q -r requirements/production-tests.txt
 	touch $(PROD_STAMP)
 
+$(RAY_STAMP): requirements/ray-dlc.txt requirements/ray-tests.txt
+	@test -n "$(PYTHON_RAY)" || { echo "Python 3.13 not found: pyenv install 3.13, or set PYTHON_RAY"; exit 1; }
+	test -x $(RAY_VENV)/bin/python || $(PYTHON_RAY) -m venv $(RAY_VENV)
+	$(RAY_VENV)/bin/python -c 'import sys; assert sys.version_info[:2] == (3, 13), "the Ray Serve DLC runs Python 3.13"'
+	$(RAY_VENV)/bin/python -m pip install -q -r requirements/ray-tests.txt
+	touch $(RAY_STAMP)
+
 java:
 	@command -v java >/dev/null 2>&1 || { \
 	  echo "java not found: installing openjdk-17-jre-headless"; \
@@ -43,7 +58,7 @@ lint: venv
 	$(PY) -m ruff check .
 	$(VENV)/bin/hadolint docker/Dockerfile.cpu docker/Dockerfile.gpu
 
-test: lint test-dev test-production
+test: lint test-dev test-production test-ray
 
 test-dev: venv java
 	$(PY) -m pytest
@@ -51,17 +66,20 @@ test-dev: venv java
 test-production: $(PROD_STAMP)
 	$(PROD_VENV)/bin/python -m pytest -p no:cacheprovider $(PRODUCTION_TESTS)
 
+test-ray: $(RAY_STAMP)
+	$(RAY_VENV)/bin/python -m pytest -p no:cacheprovider $(UNIT_TESTS) tests/test_serve_e2e.py -k "not torchserve"
+
 test-unit: venv
 	$(PY) -m pytest $(UNIT_TESTS)
 
 serve: venv java
-	$(PY) -m localrun.serve --coef $(COEF) --port $(PORT) $(if $(MODEL),--model $(MODEL))
+	$(PY) -m $(SERVE_MODULE) --coef $(COEF) --port $(PORT) $(if $(MODEL),--model $(MODEL))
 
 weights: venv
 	$(PY) -m efficientdet.download --coef $(COEF) --dir weights
 
 demo: venv java
-	$(PY) -m localrun.demo
+	$(PY) -m localrun.demo --server $(SERVER)
 
 bench: venv java
 	$(PY) -m bench --coef $(COEF)
@@ -70,4 +88,4 @@ load: venv java
 	$(PY) -m bench.load
 
 clean:
-	rm -rf build .pytest_cache .ruff_cache .sagemaker $(PROD_VENV)
+	rm -rf build .pytest_cache .ruff_cache .sagemaker $(PROD_VENV) $(RAY_VENV)

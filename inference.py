@@ -14,20 +14,15 @@ Everything else (settings, S3 client, thread pools, model) lives in the Detectio
 from __future__ import annotations
 
 import functools
-import json
-import logging
-import time
 
 from sagemaker_inference import content_types
 from sagemaker_inference.errors import GenericInferenceToolkitError
 
 from request_handling.bodies import parse_request
 from request_handling.errors import RequestError
-from request_handling.responses import negotiate, serialise
-from request_handling.service import UNTRAINED_WARNING, DetectionService, ImageFailure, Prediction
+from request_handling.responses import negotiate, respond
+from request_handling.service import DetectionService, Prediction
 from request_handling.settings import load_settings, max_images_per_request
-
-log = logging.getLogger("efficientdet.serving")
 
 
 def toolkit_errors(function):
@@ -67,27 +62,11 @@ def input_fn(input_data: str | bytes, content_type: str, context=None):
 @toolkit_errors
 def predict_fn(data, model: DetectionService) -> Prediction:
     requests, several = data
-    prediction = model.predict(requests, several)
-    error = prediction.request_error()
-    if error is not None:
-        log_prediction(prediction, error.status_code)
-        raise error
-    return prediction
+    model.check_response_size(requests)
+    return model.predict(requests, several)
 
 
 @toolkit_errors
 def output_fn(prediction: Prediction, accept: str) -> tuple[str, str]:
     content_type = negotiate(accept)
-    start = time.perf_counter()
-    body = serialise(prediction, content_type)
-    prediction.timings["serialise"] = time.perf_counter() - start
-    log_prediction(prediction, 200)
-    return body, content_type
-
-
-def log_prediction(prediction: Prediction, status: int) -> None:
-    errors = [r.error.status_code for r in prediction.results if isinstance(r, ImageFailure)]
-    log.info("detected status=%d images=%d batches=%d errors=%s timings_ms=%s%s", status, len(prediction.results),
-             prediction.batches, errors,
-             json.dumps({stage: round(seconds * 1000, 2) for stage, seconds in prediction.timings.items()}),
-             f" {UNTRAINED_WARNING}" if prediction.untrained else "")
+    return respond(prediction, content_type), content_type

@@ -1,4 +1,4 @@
-"""`make bench`: fast against plain eager path per image, the served endpoint, cold start, reduced JPEG decode.
+"""`make bench`: fast against plain eager path per image, the served endpoint, both servers, cold start, reduced JPEG decode.
 
 Modes are timed side by side in one run, interleaved, and reported as ratios: these machines are
 shared and noisy, so absolute numbers move between runs more than ratios do.
@@ -29,6 +29,8 @@ from localrun.ports import free_port
 from localrun.s3server import SeaweedS3
 from localrun.serve import ModelServer
 from request_handling.images import decode_image
+
+from .servers import bench_servers, servers_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "coffee.jpg"
@@ -212,6 +214,8 @@ def markdown(results: dict) -> str:
         cold = server["cold_start"]
         lines += ["", f"Cold start: /ping answers 200 after {cold['ping_s']:.1f} s, the model is loaded after "
                       f"{cold['model_loaded_s']:.1f} s (warm-up included)."]
+    if results.get("servers"):
+        lines += servers_markdown(results["servers"])
     reduced = results.get("reduced_decode")
     if reduced:
         lines += ["", "| opt-in `JPEG_REDUCED_DECODE`, JPEG bytes → detections | full decode p50 ms | "
@@ -235,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-rounds", type=int, default=8, help="rounds of requests per server mode")
     parser.add_argument("--batch", type=int, default=8, help="images per batched forward pass and request")
     parser.add_argument("--skip-server", action="store_true")
+    parser.add_argument("--skip-servers", action="store_true", help="skip TorchServe against Ray Serve")
     parser.add_argument("--json", default=str(REPO / "build" / "bench" / "results.json"))
     args = parser.parse_args(argv)
     if args.untrained and args.checkpoint:
@@ -248,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         results["reduced_decode"] = bench_reduced_decode(modes["fast"], args.rounds_extras)
     if not args.skip_server:
         results["server"] = bench_server(args.coef, args.checkpoint, args.server_rounds, args.batch)
+    if not args.skip_server and not args.skip_servers:
+        results["servers"] = bench_servers(args.coef, args.checkpoint, args.server_rounds, SAMPLE.read_bytes())
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2))
     print(markdown(results))

@@ -22,24 +22,29 @@ from localrun import example
 from .dryrun import dry_run_session
 
 HANDLER_VARIABLES = (
-    "EFFICIENTDET_COMPOUND_COEF", "EFFICIENTDET_VERSION", "EFFICIENTDET_WEIGHTS", "EFFICIENTDET_INPUT_SIZE", "DEFAULT_PRED_THRESHOLD",
-    "DEFAULT_IOU_THRESHOLD", "DEFAULT_MAX_DETECTIONS", "USE_FLOAT16", "JPEG_REDUCED_DECODE", "ALLOWED_BUCKETS",
-    "MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "MAX_IMAGES_PER_REQUEST", "MAX_DETECTIONS_PER_REQUEST", "BATCH_SIZE",
-    "PARALLEL_BATCHES", "REQUEST_TIMEOUT", "S3_CONNECT_TIMEOUT", "S3_READ_TIMEOUT", "S3_MAX_ATTEMPTS", "S3_MAX_CONCURRENCY", "EFFICIENTDET_NUM_THREADS",
-    "SAGEMAKER_MODEL_SERVER_WORKERS", "SAGEMAKER_MODEL_SERVER_TIMEOUT",
+    "EFFICIENTDET_COMPOUND_COEF", "EFFICIENTDET_VERSION", "EFFICIENTDET_WEIGHTS", "EFFICIENTDET_INPUT_SIZE",
+    "DEFAULT_PRED_THRESHOLD", "DEFAULT_IOU_THRESHOLD", "DEFAULT_MAX_DETECTIONS", "USE_FLOAT16", "JPEG_REDUCED_DECODE",
+    "ALLOWED_BUCKETS", "MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "MAX_IMAGES_PER_REQUEST", "MAX_DETECTIONS_PER_REQUEST",
+    "BATCH_SIZE", "REQUEST_BATCH_SIZE", "REQUEST_BATCH_WAIT_MS", "PARALLEL_BATCHES", "REQUEST_TIMEOUT",
+    "S3_CONNECT_TIMEOUT", "S3_READ_TIMEOUT", "S3_MAX_ATTEMPTS", "S3_MAX_CONCURRENCY", "EFFICIENTDET_NUM_THREADS",
+    "SAGEMAKER_MODEL_SERVER_WORKERS", "SAGEMAKER_MODEL_SERVER_TIMEOUT", "TS_MAX_REQUEST_SIZE",
 )
 JSON_LINES = "application/jsonlines"
+RAY_IMAGE_ACCOUNT = "763104351884"
+RAY_GPU_AMI = "al2-ami-sagemaker-inference-gpu-3-1"  # what the Ray Serve DLC's CUDA image needs on SageMaker
 
 
-def handler_environment(extra: list[str]) -> dict[str, str]:
-    """The handler's variables set in this shell, then KEY=VALUE pairs from --env; SAGEMAKER_PROGRAM always."""
+def handler_environment(extra: list[str], server: str = "torchserve") -> dict[str, str]:
+    """The handler's variables set in this shell, then KEY=VALUE pairs from --env; on TorchServe,
+    SAGEMAKER_PROGRAM always (the Ray image runs config.yaml instead)."""
     env = {name: os.environ[name] for name in HANDLER_VARIABLES if os.environ.get(name)}
     for pair in extra:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise SystemExit(f"--env {pair!r}: expected KEY=VALUE")
         env[key] = value
-    env.update({"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"})
+    if server == "torchserve":
+        env.update({"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"})
     return env
 
 
@@ -58,16 +63,35 @@ def sagemaker_session(args):
                              sagemaker_runtime_client=runtime_client, default_bucket="unused-default-bucket")
 
 
+def is_gpu_instance(instance_type: str) -> bool:
+    """ml.p3.2xlarge, ml.g5.xlarge … have NVIDIA GPUs."""
+    return instance_type.removeprefix("ml.")[:1] in ("p", "g")
+
+
+def ray_image_uri(region: str, instance_type: str) -> str:
+    """The AWS Ray Serve DLC for SageMaker (763104351884 serves most regions; --image-uri for the others)."""
+    flavour = "cuda" if is_gpu_instance(instance_type) else "cpu"
+    return f"{RAY_IMAGE_ACCOUNT}.dkr.ecr.{region}.amazonaws.com/ray:serve-ml-sagemaker-{flavour}-v1"
+
+
 def build_model(args, session):
-    """A PyTorchModel over the archive; the archive already holds code/, so the SDK repacks nothing."""
+    """The SageMaker model over the archive: the PyTorch inference DLC 2.6 (TorchServe; a PyTorchModel, whose
+    archive already holds code/, so the SDK repacks nothing) or the Ray Serve DLC (which runs config.yaml)."""
+    from sagemaker.model import Model
     from sagemaker.pytorch import PyTorchModel
 
     name = args.name or f"efficientdet-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    model = PyTorchModel(model_data=args.model_data, role=args.role, framework_version=args.framework_version,
-                         py_version=args.py_version, env=handler_environment(args.env), name=name,
-                         code_location=args.model_data.rsplit("/", 1)[0], sagemaker_session=session)
-    image = model.serving_image_uri(session.boto_region_name, args.instance_type)
-    print(f"model {name}: image {image}", file=sys.stderr)
+    env = handler_environment(args.env, args.server)
+    if args.server == "ray":
+        image = args.image_uri or ray_image_uri(session.boto_region_name, args.instance_type)
+        model = Model(image_uri=image, model_data=args.model_data, role=args.role, env=env, name=name,
+                      sagemaker_session=session)
+    else:
+        model = PyTorchModel(model_data=args.model_data, role=args.role, framework_version=args.framework_version,
+                             py_version=args.py_version, env=env, name=name, image_uri=args.image_uri,
+                             code_location=args.model_data.rsplit("/", 1)[0], sagemaker_session=session)
+        image = args.image_uri or model.serving_image_uri(session.boto_region_name, args.instance_type)
+    print(f"model {name}: image {image} ({args.server})", file=sys.stderr)
     return model, name
 
 
@@ -98,8 +122,9 @@ def timing_loop(runtime, endpoint: str, bucket: str, key: str, count: int) -> di
 def realtime(args) -> int:
     session = sagemaker_session(args)
     model, name = build_model(args, session)
+    gpu_ray = args.server == "ray" and is_gpu_instance(args.instance_type)
     model.deploy(initial_instance_count=args.instance_count, instance_type=args.instance_type, endpoint_name=name,
-                 wait=True)
+                 wait=True, inference_ami_version=RAY_GPU_AMI if gpu_ray else None)
     print(f"endpoint {name} is InService", file=sys.stderr)
     try:
         runtime = session.sagemaker_runtime_client
@@ -152,7 +177,7 @@ def batch_environment(args) -> dict[str, str]:
     """A mini-batch of MaxPayloadInMB holds thousands of request lines (about 150 bytes each): let the
     model server take and answer it, and give it the job's invocation timeout."""
     payload = args.max_payload_mb * 1024 * 1024
-    env = handler_environment(args.env)
+    env = handler_environment(args.env, args.server)
     env.setdefault("MAX_IMAGES_PER_REQUEST", str(max(1000, payload // 64)))
     env.setdefault("MAX_DETECTIONS_PER_REQUEST", str(int(env["MAX_IMAGES_PER_REQUEST"]) * 100))
     env.setdefault("SAGEMAKER_MODEL_SERVER_TIMEOUT", str(args.timeout))
@@ -190,8 +215,11 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("--role", required=True, help="SageMaker execution role ARN")
         sub.add_argument("--instance-type", default="ml.m5.xlarge")
         sub.add_argument("--instance-count", type=int, default=1)
-        sub.add_argument("--framework-version", default="2.6")
-        sub.add_argument("--py-version", default="py312")
+        sub.add_argument("--server", choices=("torchserve", "ray"), default="torchserve",
+                         help="the AWS image: the PyTorch inference DLC 2.6 (TorchServe, default) or the Ray Serve DLC")
+        sub.add_argument("--image-uri", help="another image (a pinned -v1.N Ray tag, another region's registry)")
+        sub.add_argument("--framework-version", default="2.6", help="PyTorch DLC version (torchserve only)")
+        sub.add_argument("--py-version", default="py312", help="PyTorch DLC Python (torchserve only)")
         sub.add_argument("--name", help="model / endpoint / job name (default efficientdet-<UTC time>)")
         sub.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="handler environment")
         sub.add_argument("--keep", action="store_true", help="keep the endpoint (or model) afterwards")

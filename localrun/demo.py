@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from detect.draw import draw_detections
 
 from .example import BUCKET, KEY
 from .ports import free_port
+from .ray_serve import RayServer
 from .s3server import SeaweedS3
 from .serve import ModelServer
 
@@ -52,15 +54,19 @@ def invoke(port: int, content_type: str, body: str) -> tuple[int, str]:
         return error.code, error.read().decode()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--server", choices=("torchserve", "ray"), default="torchserve",
+                        help="the AWS PyTorch inference DLC's TorchServe stack, or the Ray Serve DLC's")
+    args = parser.parse_args(argv)
+    server_class = RayServer if args.server == "ray" else ModelServer
     failures = 0
     with SeaweedS3() as s3:
         s3.put(BUCKET, KEY, SAMPLE.read_bytes())
         print(f"SeaweedFS S3 on {s3.endpoint} holds s3://{BUCKET}/{KEY}")
         port = free_port()
-        with ModelServer(coef=0, port=port, env=s3.env(), log_path=SERVER_LOG) as server:
-            print(f"serving on :{port} (log: {SERVER_LOG}); cold start: /ping after {server.ping_seconds:.1f} s, "
-                  f"model loaded after {server.ready_seconds:.1f} s\n")
+        with server_class(coef=0, port=port, env=s3.env(), log_path=SERVER_LOG) as server:
+            print(f"{args.server} serving on :{port} (log: {SERVER_LOG}); answering after {server.ready_seconds:.1f} s\n")
             detections = None
             for title, content_type, body, expected in EXAMPLES:
                 print(f"# {title} (expect {expected})")

@@ -19,3 +19,17 @@ def free_port() -> int:
                     continue
             return port
     raise RuntimeError("no free port pair found")
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` different free TCP ports on loopback (each held until all are chosen, so none repeats)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()

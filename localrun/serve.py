@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import urllib.request
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from deploy.model_dir import assemble_model_dir, local_checkpoint
+from deploy.model_dir import prepare_model_dir
 
 from .ports import free_port
 
@@ -33,32 +32,6 @@ log = logging.getLogger("localrun.serve")
 TS_FRONTEND = "org.pytorch.serve.ModelServer"  # TorchServe's Java main class
 TS_CONFIG_FILE = Path("/etc/sagemaker-ts.properties")  # where the toolkit writes TorchServe's configuration
 STARTUP_TIMEOUT = 120  # seconds to wait for a READY worker: TorchServe's own model startupTimeout
-
-
-def extract_archive(archive: Path, target: Path) -> Path:
-    with tarfile.open(archive) as tar:
-        tar.extractall(target, filter="data")
-    return target
-
-
-def prepare_model_dir(base_dir: Path, model: str | None, coef: int, weights: str | None) -> Path:
-    """$SAGEMAKER_BASE_DIR/model for the toolkit: a link to MODEL, an extracted archive, or a fresh assembly."""
-    model_path = base_dir / "model"
-    if model:
-        source = Path(model).resolve()
-        if not source.exists():
-            raise SystemExit(f"MODEL={model}: no such file or directory")
-        if source.is_dir():
-            model_path.symlink_to(source, target_is_directory=True)
-        else:
-            extract_archive(source, model_path)
-        return model_path
-    default = local_checkpoint(coef)
-    checkpoint = weights or (default if default.is_file() else None)
-    if checkpoint is None:
-        log.warning("no checkpoint at %s: generating deterministic UNTRAINED weights; detections will be "
-                    "MEANINGLESS (run `make weights COEF=%d` where the network allows)", default, coef)
-    return assemble_model_dir(model_path, coef=coef, weights=checkpoint)
 
 
 def toolkit_environment(base_dir: Path, port: int) -> dict[str, str]:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 
 from .bodies import JSON, JSON_LINES
 from .errors import RequestError, one_line
-from .service import ImageFailure, ImageResult, Prediction
+from .service import ImageFailure, ImageResult, Prediction, log_prediction
 
 JSON_LINES_TYPE = JSON_LINES[0]
 
@@ -39,3 +40,16 @@ def serialise(prediction: Prediction, content_type: str) -> str:
     if content_type == JSON_LINES_TYPE:
         return "".join(json.dumps(e, allow_nan=False) + "\n" for e in entries)
     return json.dumps(entries if prediction.several else entries[0], allow_nan=False)
+
+
+def respond(prediction: Prediction, content_type: str) -> str:
+    """The response body, or the RequestError of a request whose every image failed; logs the request."""
+    error = prediction.request_error()
+    if error is not None:
+        log_prediction(prediction, error.status_code)
+        raise error
+    start = time.perf_counter()
+    body = serialise(prediction, content_type)
+    prediction.timings["serialise"] = time.perf_counter() - start
+    log_prediction(prediction, 200)
+    return body

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -154,12 +155,12 @@ class DetectionService:
             request.max_detections or settings.max_detections,
             self.class_ids(request.classes))
 
-    def check_response_size(self, resolved: list[ResolvedRequest]) -> None:
-        """Bound the whole response, not only each image: 413 before anything is fetched."""
-        most = sum(r.max_detections for r in resolved)
+    def check_response_size(self, requests: list[ImageRequest]) -> None:
+        """Bound one request's whole response, not only each image: 413 before anything is fetched."""
+        most = sum(r.max_detections or self.settings.max_detections for r in requests if r.error is None)
         limit = self.settings.max_detections_per_request
         if most > limit:
-            raise too_large(f"this request may return up to {most} detections ({len(resolved)} images × their "
+            raise too_large(f"this request may return up to {most} detections ({len(requests)} images × their "
                             f"max_detections); the limit is MAX_DETECTIONS_PER_REQUEST={limit}: lower max_detections "
                             "or send fewer images per request")
 
@@ -184,10 +185,11 @@ class DetectionService:
             decoded.error = error
         return decoded
 
-    def _loaded(self, pending: list[ResolvedRequest], deadline: float) -> Iterator[tuple[ResolvedRequest, Decoded]]:
+    def _loaded(self, pending: list[ResolvedRequest], deadline: float,
+                images_per_pass: int) -> Iterator[tuple[ResolvedRequest, Decoded]]:
         """Each request with its image in request order, fetched and decoded a bounded window ahead on
         the pool; what is not ready by the deadline is a 504 (and, if not started yet, never started)."""
-        window = 2 * max(self.settings.batch_size, self.settings.s3_max_concurrency)
+        window = 2 * max(images_per_pass, self.settings.s3_max_concurrency)
         futures: deque[tuple[ResolvedRequest, Future]] = deque()
 
         def next_ready() -> tuple[ResolvedRequest, Decoded]:
@@ -209,10 +211,14 @@ class DetectionService:
         source = resolved.request.source or "the image"
         return timed_out(f"{source} was not {what} within REQUEST_TIMEOUT={self.settings.request_timeout:g} s")
 
-    def predict(self, requests: list[ImageRequest], several: bool) -> Prediction:
+    def predict(self, requests: list[ImageRequest], several: bool, images_per_pass: int | None = None) -> Prediction:
         """Detect in every image; each image's error stays in its place (Prediction.request_error says
-        what a request answers). Images not done within REQUEST_TIMEOUT get a 504 in their place."""
+        what a request answers). Images not done within REQUEST_TIMEOUT get a 504 in their place.
+
+        `images_per_pass` images go through the network at once (default BATCH_SIZE).
+        """
         deadline = time.monotonic() + self.settings.request_timeout
+        images_per_pass = images_per_pass or self.settings.batch_size
         results: list[ImageResult | ImageFailure | None] = [None] * len(requests)
         pending = []
         for index, request in enumerate(requests):
@@ -220,7 +226,6 @@ class DetectionService:
                 pending.append(self.resolve(index, request))
             except RequestError as error:
                 results[index] = ImageFailure(request.source, error)
-        self.check_response_size(pending)
         timings = {"s3": 0.0, "decode": 0.0}
         running: deque[Future] = deque()
         batch: list[tuple[ResolvedRequest, DecodedImage]] = []
@@ -237,14 +242,14 @@ class DetectionService:
             while len(running) > self.settings.parallel_batches:
                 _add_timings(timings, running.popleft().result())
 
-        for resolved, decoded in self._loaded(pending, deadline):
+        for resolved, decoded in self._loaded(pending, deadline, images_per_pass):
             timings["s3"] += decoded.fetch_seconds
             timings["decode"] += decoded.decode_seconds
             if decoded.error is not None:
                 results[resolved.index] = ImageFailure(resolved.request.source, decoded.error)
                 continue
             batch.append((resolved, decoded.image))
-            if len(batch) == self.settings.batch_size:
+            if len(batch) == images_per_pass:
                 run(batch)
                 batch = []
         if batch:
@@ -270,6 +275,15 @@ class DetectionService:
             results[resolved.index] = ImageResult(resolved.request.source, image.width, image.height,
                                                   resolved.pred_threshold, resolved.iou_threshold, found)
         return timings
+
+
+def log_prediction(prediction: Prediction, status: int) -> None:
+    """The request's log line: status, images, forward passes, per-image errors, milliseconds per stage."""
+    errors = [r.error.status_code for r in prediction.results if isinstance(r, ImageFailure)]
+    log.info("detected status=%d images=%d batches=%d errors=%s timings_ms=%s%s", status, len(prediction.results),
+             prediction.batches, errors,
+             json.dumps({stage: round(seconds * 1000, 2) for stage, seconds in prediction.timings.items()}),
+             f" {UNTRAINED_WARNING}" if prediction.untrained else "")
 
 
 def _add_timings(total: dict[str, float], part: dict[str, float]) -> None:

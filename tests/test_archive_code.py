@@ -17,8 +17,10 @@ from matching import unmatched
 from deploy.archive import build_archive
 from deploy.model_dir import CODE_FILES, CODE_PACKAGES
 
-# What the AWS PyTorch inference DLC 2.6 ships that code/ may import (requirements/dlc-2.6.txt pins them).
-IMAGE_MODULES = {"torch", "torchvision", "numpy", "PIL", "cv2", "boto3", "botocore", "urllib3", "sagemaker_inference"}
+# What both AWS images ship that code/'s packages may import (requirements/dlc-2.6.txt and ray-dlc.txt pin them),
+# and what each entry point adds: the TorchServe toolkit's package, or Ray Serve and its web framework.
+BOTH_IMAGES = {"torch", "torchvision", "numpy", "PIL", "cv2", "boto3", "botocore", "urllib3"}
+ENTRY_POINTS = {"inference.py": {"sagemaker_inference"}, "ray_app.py": {"ray", "starlette"}}
 
 RUN_THE_FOUR_FUNCTIONS = """
 import json, sys
@@ -46,10 +48,10 @@ def model_dir(tmp_path_factory, reference):
     return target
 
 
-def imported_modules(code_dir) -> set[str]:
-    """Top-level names of every absolute import in code/."""
+def imported_modules(*paths) -> set[str]:
+    """Top-level names of every absolute import in these files and folders."""
     names = set()
-    for path in code_dir.rglob("*.py"):
+    for path in [p for root in paths for p in ([root] if root.is_file() else root.rglob("*.py"))]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 names.update(alias.name.split(".")[0] for alias in node.names)
@@ -61,8 +63,12 @@ def imported_modules(code_dir) -> set[str]:
 def test_the_archive_installs_nothing_at_container_start(model_dir):
     """The toolkits pip-install code/requirements.txt at every start: in network isolation that fails."""
     assert not list(model_dir.rglob("requirements*.txt"))
-    foreign = imported_modules(model_dir / "code") - set(sys.stdlib_module_names) - IMAGE_MODULES - set(CODE_PACKAGES)
-    assert foreign == set()
+    code = model_dir / "code"
+    known = set(sys.stdlib_module_names) | BOTH_IMAGES | set(CODE_PACKAGES)
+    assert imported_modules(*(code / package for package in CODE_PACKAGES)) - known == set()
+    assert set(ENTRY_POINTS) == set(CODE_FILES)
+    for entry_point, its_image in ENTRY_POINTS.items():
+        assert imported_modules(code / entry_point) - known - its_image == set(), entry_point
 
 
 def test_the_dockerfiles_copy_what_the_archive_holds():

@@ -18,6 +18,7 @@ from conftest import REPO, SAMPLE_IMAGE
 
 from deploy.__main__ import HANDLER_VARIABLES
 from localrun.ports import free_port
+from localrun.ray_serve import RayServer
 from localrun.serve import ModelServer
 from request_handling.settings import load_settings
 
@@ -45,7 +46,8 @@ def test_archive_layout_and_reproducibility(archive):
         members = tar.getmembers()
     names = [m.name for m in members]
     assert names == sorted(names)
-    assert "efficientdet-d0.pth" in names and "code/inference.py" in names and "code/requirements.txt" not in names
+    assert {"efficientdet-d0.pth", "config.yaml", "code/inference.py", "code/ray_app.py"} <= set(names)
+    assert "code/requirements.txt" not in names
     assert {n.split("/")[1] for n in names if n.startswith("code/") and n.count("/") > 1} == {"efficientdet", "request_handling"}
     assert not any("__pycache__" in n or n.endswith(".pyc") or "tests" in n for n in names)
     assert all(m.mtime == 0 and m.uid == 0 and m.gid == 0 for m in members)
@@ -56,9 +58,11 @@ def test_bad_arguments_print_usage_and_exit_2():
     assert result.returncode == 2 and "usage:" in result.stderr
 
 
-def test_make_serve_serves_the_archive(archive, s3_server):
+@pytest.mark.parametrize("server_class", [ModelServer, RayServer], ids=["torchserve", "ray"])
+def test_make_serve_serves_the_archive_on_both_images(archive, s3_server, server_class):
+    """One model.tar.gz: `make serve MODEL=…` and `make serve SERVER=ray MODEL=…` answer alike."""
     path = archive[0][0]
-    with ModelServer(model=path, port=free_port(), env={"SAGEMAKER_MODEL_SERVER_WORKERS": "1"}) as server:
+    with server_class(model=path, port=free_port(), env={"SAGEMAKER_MODEL_SERVER_WORKERS": "1"}) as server:
         response = requests.post(f"http://127.0.0.1:{server.port}/invocations", data=SAMPLE_IMAGE.read_bytes(),
                                  headers={"Content-Type": "image/jpeg"}, timeout=60)
     assert response.status_code == 200 and response.json()["detections"]
@@ -221,3 +225,18 @@ def test_deploy_forwards_every_variable_the_handler_reads(tmp_path):
     env = RecordingEnvironment()
     load_settings(tmp_path, env)
     assert env.read and env.read <= set(HANDLER_VARIABLES), sorted(env.read - set(HANDLER_VARIABLES))
+
+
+@pytest.mark.parametrize("instance_type, flavour", [("ml.g5.xlarge", "cuda"), ("ml.c7i.xlarge", "cpu")])
+def test_realtime_on_the_ray_image_dry_run(instance_type, flavour):
+    result = deploy_cli({}, "realtime", "--dry-run", "--server", "ray", "--model-data", MODEL_DATA, "--role", ROLE,
+                        "--name", "ray-endpoint", "--instance-type", instance_type)
+    assert result.returncode == 0, result.stderr[-3000:]
+    calls = {line.split(" ", 2)[1]: json.loads(line.split(" ", 2)[2])
+             for line in result.stdout.splitlines() if line.startswith("DRY-RUN ")}
+    container = calls["sagemaker.CreateModel"]["PrimaryContainer"]
+    assert container["Image"] == f"763104351884.dkr.ecr.us-east-1.amazonaws.com/ray:serve-ml-sagemaker-{flavour}-v1"
+    assert container["ModelDataUrl"] == MODEL_DATA and "SAGEMAKER_PROGRAM" not in container["Environment"]
+    assert container["Environment"]["DEFAULT_PRED_THRESHOLD"] == "0.3"
+    variant = calls["sagemaker.CreateEndpointConfig"]["ProductionVariants"][0]
+    assert variant.get("InferenceAmiVersion") == ("al2-ami-sagemaker-inference-gpu-3-1" if flavour == "cuda" else None)

@@ -5,12 +5,16 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 from PIL import Image
 
 
-def test_demo_runs_offline_and_draws_a_picture():
-    result = subprocess.run([sys.executable, "-m", "localrun.demo"], cwd=REPO, capture_output=True, text=True, timeout=300)
+@pytest.mark.parametrize("server", ["torchserve", "ray"])
+def test_demo_runs_offline_and_draws_a_picture(server):
+    pytest.importorskip("ray" if server == "ray" else "sagemaker_pytorch_serving_container")
+    result = subprocess.run([sys.executable, "-m", "localrun.demo", "--server", server], cwd=REPO, capture_output=True,
+                            text=True, timeout=400)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "demo OK" in result.stdout
     assert result.stdout.count("HTTP 200") == 3 and result.stdout.count("HTTP 400") == 2

@@ -1,10 +1,12 @@
-"""`make serve`'s stack (AWS toolkit + TorchServe) over HTTP, reading a SeaweedFS S3 on loopback.
+"""One HTTP contract for both servers: `make serve` (AWS toolkit + TorchServe) and `make serve SERVER=ray`
+(Ray Serve behind the DLC's adapter), reading a SeaweedFS S3 on loopback.
 
-The requests are the README's curl commands, sent to the running server.
+The requests are the README's curl commands and the bad-input table, sent to the running server.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -12,6 +14,8 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import psutil
 import pytest
@@ -24,37 +28,66 @@ from matching import unmatched
 from localrun.ports import free_port
 from localrun.s3server import ADMIN
 
-STARTUP_TIMEOUT = 120  # TorchServe's default model startupTimeout, as /models reports it
+STARTUP_TIMEOUT = 180  # TorchServe's model startupTimeout (120 s) or Ray's start, with room
+SERVERS = {  # what `make serve` and `make serve SERVER=ray` run, and the line each logs once it answers
+    "torchserve": ("localrun.serve", rb"cold start: /ping after ([\d.]+) s, model loaded after ([\d.]+) s"),
+    "ray": ("localrun.ray_serve", rb"ready on http://\S+ after ([\d.]+) s \(Ray Serve; log (\S+), replica logs under (\S+)\)"),
+}
+RAY_PROCESSES = ("raylet", "gcs_server", "ray::", "serve run", "localrun.ray_adapter")
 
 
-@pytest.fixture(scope="module")
-def server(s3_server, reference_model_dir):
-    """`python -m localrun.serve --model DIR` (what `make serve MODEL=DIR` runs) on a read-only model dir."""
+def ray_processes() -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        command = " ".join(process.info["cmdline"] or []) + " " + (process.info["name"] or "")
+        if any(marker in command for marker in RAY_PROCESSES):
+            found.append(process)
+    return found
+
+
+@pytest.fixture(scope="module", params=list(SERVERS))
+def server(request, s3_server, reference_model_dir):
+    """`python -m localrun.serve --model DIR` or `python -m localrun.ray_serve --model DIR` (what
+    `make serve [SERVER=ray] MODEL=DIR` runs) on a read-only model dir; stopped with Ctrl-C."""
+    kind = request.param
+    module, ready_line = SERVERS[kind]
+    if kind == "ray":
+        pytest.importorskip("ray", reason="Ray Serve is not installed in this venv")
+    elif importlib.util.find_spec("sagemaker_pytorch_serving_container") is None:
+        pytest.skip("the TorchServe toolkit is not installed in this venv")
     port = free_port()
     snapshot = tree_snapshot(reference_model_dir)
     upload_bad_objects(s3_server)
     env = dict(os.environ, **s3_server.env(), ALLOWED_BUCKETS=ALLOWED, MAX_IMAGE_BYTES=str(MAX_IMAGE_BYTES),
                SAGEMAKER_MODEL_SERVER_WORKERS="1", PYTHONUNBUFFERED="1")
-    log_path = reference_model_dir.parent / "serve.log"
+    log_path = reference_model_dir.parent / f"serve-{kind}.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "localrun.serve", "--model", str(reference_model_dir),
+        process = subprocess.Popen([sys.executable, "-m", module, "--model", str(reference_model_dir),
                                     "--port", str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + STARTUP_TIMEOUT + 30
     ready = None
     while ready is None and time.monotonic() < deadline and process.poll() is None:
-        ready = re.search(rb"cold start: /ping after ([\d.]+) s, model loaded after ([\d.]+) s", log_path.read_bytes())
+        ready = re.search(ready_line, log_path.read_bytes())
         time.sleep(0.5)
     if ready is None:
         process.kill()
         pytest.fail(f"server did not start:\n{log_path.read_text(errors='replace')[-4000:]}")
-    ping, loaded = float(ready.group(1)), float(ready.group(2))
-    print(f"\ncold start: /ping 200 after {ping:.1f} s, model loaded after {loaded:.1f} s")
-    yield {"url": f"http://127.0.0.1:{port}", "ping": ping, "loaded": loaded, "snapshot": snapshot, "log": log_path}
+    print(f"\n{kind}: answering after {float(ready.group(1)):.1f} s")
+    logs = [log_path] if kind == "torchserve" else [Path(ready.group(2).decode()), Path(ready.group(3).decode())]
+    yield {"kind": kind, "url": f"http://127.0.0.1:{port}", "snapshot": snapshot, "logs": logs}
     children = psutil.Process(process.pid).children(recursive=True)
     process.send_signal(signal.SIGINT)  # Ctrl-C
-    assert process.wait(60) == 0
+    assert process.wait(120) == 0
     gone, alive = psutil.wait_procs(children, timeout=30)
     assert alive == [], f"processes left running after Ctrl-C: {alive}"
+    if kind == "ray":
+        assert ray_processes() == [], "Ray processes left running after Ctrl-C"
+
+
+def server_log(server) -> str:
+    """The server's log and, for Ray, every log its processes wrote (the replicas' lines among them)."""
+    paths = [p for root in server["logs"] for p in ([root] if root.is_file() else root.rglob("*")) if p.is_file()]
+    return "\n".join(p.read_text(errors="replace") for p in paths)
 
 
 def tree_snapshot(root):
@@ -163,8 +196,8 @@ def test_sixteen_images_in_one_json_lines_request(server, s3_server):
 
 
 def test_execution_parameters_are_not_served(server):
-    """Batch Transform asks GET /execution-parameters; TorchServe answers 404 before any handler code runs,
-    so the job's own settings apply (the deploy CLI sets them; see the README)."""
+    """Batch Transform asks GET /execution-parameters; TorchServe (and the Ray image's adapter) answer 404
+    before any handler code runs, so the job's own settings apply (the deploy CLI sets them; see the README)."""
     response = requests.get(f"{server['url']}/execution-parameters", timeout=5)
     assert response.status_code == 404
 
@@ -197,6 +230,37 @@ def test_jpeg_with_a_huge_exif_block_is_detected(server):
 def test_still_serving_after_bad_input_and_no_credentials_in_logs(server):
     assert requests.get(f"{server['url']}/ping", timeout=5).status_code == 200
     assert post(server, encode(gradient(), "PNG"), "image/png").status_code == 200
-    log = server["log"].read_text(errors="replace")
+    log = server_log(server)
     assert "detected status=200 images=" in log
     assert ADMIN[1] not in log and ADMIN[0] not in log
+
+
+def test_concurrent_single_image_requests_get_their_sequential_answers(server, s3_server):
+    """16 clients at once, each its own frame and options: every answer is the one it gets alone; a bad
+    image among them gets its own 404 and fails nobody else."""
+    keys = [f"frames/video-c/{i:04d}.jpg" for i in range(16)]
+    for key in keys:
+        s3_server.put(USER_BUCKET, key, SAMPLE_IMAGE.read_bytes())
+    bodies = [json.dumps({"bucket": USER_BUCKET, "key": key, "pred_threshold": 0.2 + i / 100})
+              for i, key in enumerate(keys)]
+    bodies[7] = json.dumps({"bucket": USER_BUCKET, "key": "frames/video-c/missing.jpg"})
+    sequential = [post(server, body, "application/json") for body in bodies]
+    with ThreadPoolExecutor(16) as clients:
+        concurrent = list(clients.map(lambda body: post(server, body, "application/json"), bodies))
+    assert [r.status_code for r in concurrent] == [r.status_code for r in sequential] == [200] * 7 + [404] + [200] * 8
+    for alone, together in zip(sequential, concurrent):
+        if alone.status_code == 200:
+            one, other = alone.json(), together.json()
+            assert (one["source"], one["pred_threshold"]) == (other["source"], other["pred_threshold"])
+            assert unmatched(one["detections"], other["detections"], one["width"], one["height"]) == []
+
+
+def test_ray_merges_concurrent_requests_into_one_forward_pass(server):
+    if server["kind"] != "ray":
+        pytest.skip("TorchServe runs the toolkit's four functions once per request: no merging across requests")
+    with ThreadPoolExecutor(16) as clients:
+        statuses = list(clients.map(lambda _: post(server, SAMPLE_IMAGE.read_bytes(), "image/jpeg").status_code,
+                                    range(16)))
+    assert statuses == [200] * 16
+    sizes = [int(size) for size in re.findall(r"request batch: images=(\d+)", server_log(server))]
+    assert sizes and max(sizes) > 1, sizes
