@@ -51,6 +51,7 @@ def test_model_dir_config_for_custom_models(tmp_path):
 
 
 def test_model_fn_refuses_to_start_on_a_bad_value(tmp_path, monkeypatch):
+    pytest.importorskip("sagemaker_inference", reason="inference.py is the TorchServe image's entry point")
     import inference
 
     monkeypatch.setenv("DEFAULT_IOU_THRESHOLD", "2")
