@@ -23,7 +23,7 @@ from request_handling.bodies import ImageRequest, parse_request
 from request_handling.errors import RequestError, too_large
 from request_handling.responses import negotiate, respond
 from request_handling.service import DetectionService, Prediction
-from request_handling.settings import load_settings
+from request_handling.settings import load_settings, model_server_workers
 
 MODEL_DIR = Path(__file__).resolve().parent.parent
 log = logging.getLogger("efficientdet.serving")
@@ -79,10 +79,8 @@ class EfficientDetDeployment:
 def replicas() -> int:
     """SAGEMAKER_MODEL_SERVER_WORKERS, as on the TorchServe image; by default one replica per GPU, else one per core
     (measured on 2 cores: two 1-thread replicas answer 1.3× the images/s of one 2-thread replica)."""
-    configured = os.environ.get("SAGEMAKER_MODEL_SERVER_WORKERS", "").strip()
-    if configured:
-        return int(configured)
-    return torch.cuda.device_count() if torch.cuda.is_available() else os.cpu_count() or 1
+    default = torch.cuda.device_count() if torch.cuda.is_available() else os.cpu_count() or 1
+    return model_server_workers(os.environ, default)
 
 
 def replica_environment() -> dict[str, str]:
@@ -105,7 +103,7 @@ def application() -> serve.Application:
     """The replicas share the GPUs (fractions where there are more replicas than GPUs) or the cores;
     config.yaml's deployments section overrides any of this."""
     count = replicas()
-    gpus = torch.cuda.device_count() / count if torch.cuda.is_available() else 0
+    gpus = min(1.0, torch.cuda.device_count() / count) if torch.cuda.is_available() else 0  # a replica uses one
     return EfficientDetDeployment.options(num_replicas=count, ray_actor_options={"num_gpus": gpus, "num_cpus": 0}).bind()
 
 
