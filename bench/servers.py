@@ -8,6 +8,7 @@ import re
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import requests
@@ -20,6 +21,7 @@ from localrun.serve import ModelServer
 CONCURRENCY = (1, 4, 16)
 BUCKET, KEY = "videoblocks-ml", "bench/servers/frame.jpg"
 BATCH_LINE = re.compile(r"request batch: images=(\d+)")
+LOGS = Path(__file__).resolve().parents[1] / "build" / "bench"
 
 
 def timed_requests(url: str, count: int, concurrency: int) -> dict:
@@ -48,7 +50,8 @@ def bench_servers(coef: int, checkpoint: str | None, rounds: int, sample: bytes)
         s3.put(BUCKET, KEY, sample)
         for name, server_class in (("TorchServe (PyTorch DLC 2.6)", ModelServer), ("Ray Serve (Ray DLC)", RayServer)):
             port = free_port()
-            with server_class(coef=coef, port=port, weights=checkpoint, env=s3.env()) as server:
+            log_path = LOGS / f"servers-{server_class.__name__}.log"
+            with server_class(coef=coef, port=port, weights=checkpoint, env=s3.env(), log_path=log_path) as server:
                 url = f"http://127.0.0.1:{port}/invocations"
                 rows = {}
                 for concurrency in CONCURRENCY:

@@ -67,18 +67,18 @@ class SlowProxy:
 def faulty(tmp_path_factory, reference_model_dir):
     """A server reading S3 through a proxy that can be made slow, and an S3 that can be stopped."""
     workdir = tmp_path_factory.mktemp("s3")
-    s3 = SeaweedS3(workdir).start()
-    s3.put(USER_BUCKET, USER_KEY, SAMPLE_IMAGE.read_bytes())
-    s3.put(PRIVATE_BUCKET, "frame.jpg", SAMPLE_IMAGE.read_bytes())
-    proxy = SlowProxy(s3.port, delay=5)
-    env = dict(s3.env(LIMITED), AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{proxy.port}", S3_READ_TIMEOUT="1",
-               S3_CONNECT_TIMEOUT="1", S3_MAX_ATTEMPTS="2", SAGEMAKER_MODEL_SERVER_WORKERS="1",
-               SAGEMAKER_MODEL_SERVER_TIMEOUT=str(SERVER_TIMEOUT))
-    server = ModelServer(model=str(reference_model_dir), port=free_port(), env=env).start()
-    yield {"s3": s3, "proxy": proxy, "url": f"http://127.0.0.1:{server.port}", "workdir": workdir}
-    server.stop()
-    proxy.close()
-    s3.stop()
+    with SeaweedS3(workdir) as s3:
+        s3.put(USER_BUCKET, USER_KEY, SAMPLE_IMAGE.read_bytes())
+        s3.put(PRIVATE_BUCKET, "frame.jpg", SAMPLE_IMAGE.read_bytes())
+        proxy = SlowProxy(s3.port, delay=5)
+        env = dict(s3.env(LIMITED), AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{proxy.port}", S3_READ_TIMEOUT="1",
+                   S3_CONNECT_TIMEOUT="1", S3_MAX_ATTEMPTS="2", SAGEMAKER_MODEL_SERVER_WORKERS="1",
+                   SAGEMAKER_MODEL_SERVER_TIMEOUT=str(SERVER_TIMEOUT))
+        try:
+            with ModelServer(model=str(reference_model_dir), port=free_port(), env=env) as server:
+                yield {"s3": s3, "proxy": proxy, "url": f"http://127.0.0.1:{server.port}", "workdir": workdir}
+        finally:
+            proxy.close()
 
 
 def post(url: str, body: str = BODY) -> tuple[requests.Response, float]:

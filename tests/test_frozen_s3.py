@@ -14,13 +14,11 @@ from localrun.serve import ModelServer
 @pytest.fixture(scope="module")
 def with_defaults(tmp_path_factory, reference_model_dir):
     """A server with every S3 and request timeout at its default, over its own S3."""
-    s3 = SeaweedS3(tmp_path_factory.mktemp("s3-defaults")).start()
-    s3.put(USER_BUCKET, USER_KEY, SAMPLE_IMAGE.read_bytes())
-    server = ModelServer(model=str(reference_model_dir), port=free_port(),
-                         env=dict(s3.env(LIMITED), SAGEMAKER_MODEL_SERVER_WORKERS="1")).start()
-    yield {"s3": s3, "url": f"http://127.0.0.1:{server.port}"}
-    server.stop()
-    s3.stop()
+    with SeaweedS3(tmp_path_factory.mktemp("s3-defaults")) as s3:
+        s3.put(USER_BUCKET, USER_KEY, SAMPLE_IMAGE.read_bytes())
+        with ModelServer(model=str(reference_model_dir), port=free_port(),
+                         env=dict(s3.env(LIMITED), SAGEMAKER_MODEL_SERVER_WORKERS="1")) as server:
+            yield {"s3": s3, "url": f"http://127.0.0.1:{server.port}"}
 
 
 
