@@ -18,6 +18,8 @@ import functools
 from sagemaker_inference import content_types
 from sagemaker_inference.errors import GenericInferenceToolkitError
 
+from request_handling.attributes import HEADER as CUSTOM_ATTRIBUTES
+from request_handling.attributes import parse_custom_attributes, with_attributes
 from request_handling.bodies import parse_request
 from request_handling.errors import RequestError
 from request_handling.responses import negotiate, respond
@@ -44,19 +46,21 @@ def model_fn(model_dir: str) -> DetectionService:
 
 
 def request_header(context, name: str) -> str | None:
-    """A header of the request being handled (TorchServe's context; the toolkit reads headers so too)."""
+    """A header of the request being handled, whatever its case (TorchServe's context)."""
     if context is None:
         return None
+    wanted = name.lower()
     properties = context.request_processor[0].get_request_properties()
-    return properties.get(name) or properties.get(name.lower())
+    return next((value for key, value in properties.items() if key.lower() == wanted), None)
 
 
 @toolkit_errors
 def input_fn(input_data: str | bytes, content_type: str, context=None):
     # input_fn has no model: MAX_IMAGES_PER_REQUEST is read from the environment (microseconds).
-    accept = request_header(context, "Accept")
-    negotiate(accept)  # 406 before anything is fetched or detected
-    return parse_request(input_data, content_type, max_images_per_request())
+    negotiate(request_header(context, "Accept"))  # 406 before anything is fetched or detected
+    requests, several = parse_request(input_data, content_type, max_images_per_request())
+    options = parse_custom_attributes(request_header(context, CUSTOM_ATTRIBUTES))
+    return with_attributes(requests, options), several
 
 
 @toolkit_errors
@@ -68,5 +72,5 @@ def predict_fn(data, model: DetectionService) -> Prediction:
 
 @toolkit_errors
 def output_fn(prediction: Prediction, accept: str) -> tuple[str, str]:
-    content_type = negotiate(accept)
-    return respond(prediction, content_type), content_type
+    response_type = negotiate(accept)
+    return respond(prediction, response_type), response_type.media_type

@@ -19,6 +19,8 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from request_handling.attributes import HEADER as CUSTOM_ATTRIBUTES
+from request_handling.attributes import parse_custom_attributes, with_attributes
 from request_handling.bodies import ImageRequest, parse_request
 from request_handling.errors import RequestError, too_large
 from request_handling.responses import negotiate, respond
@@ -53,13 +55,14 @@ class EfficientDetDeployment:
                                 f"{self.settings.max_request_bytes}")
             requests, several = parse_request(body, request.headers.get("content-type"),
                                               self.settings.max_images_per_request)
+            requests = with_attributes(requests, parse_custom_attributes(request.headers.get(CUSTOM_ATTRIBUTES)))
             self.service.check_response_size(requests)
             if several:
                 # its S3 reads may take long: not on the detect thread, which the merged batches need
                 prediction = await asyncio.to_thread(self.service.predict, requests, True)
             else:
                 prediction = await self.detect_batch(requests[0])
-            return Response(respond(prediction, response_type), media_type=response_type)
+            return Response(respond(prediction, response_type), media_type=response_type.media_type)
         except RequestError as error:
             return PlainTextResponse(error.message + "\n", status_code=error.status_code)
 

@@ -1,4 +1,5 @@
-"""`python -m deploy`: deploy model.tar.gz as a realtime endpoint or a Batch Transform job, or delete one.
+"""`python -m deploy`: deploy model.tar.gz as a realtime, serverless or asynchronous endpoint or a Batch
+Transform job, or delete one.
 
 Built on the SageMaker Python SDK v2 (requirements/deploy.txt). --dry-run prints every API request
 it would make, without calling AWS.
@@ -74,14 +75,14 @@ def ray_image_uri(region: str, instance_type: str) -> str:
     return f"{RAY_IMAGE_ACCOUNT}.dkr.ecr.{region}.amazonaws.com/ray:serve-ml-sagemaker-{flavour}-v1"
 
 
-def build_model(args, session):
+def build_model(args, session, env: dict[str, str] | None = None):
     """The SageMaker model over the archive: the PyTorch inference DLC 2.6 (TorchServe; a PyTorchModel, whose
     archive already holds code/, so the SDK repacks nothing) or the Ray Serve DLC (which runs config.yaml)."""
     from sagemaker.model import Model
     from sagemaker.pytorch import PyTorchModel
 
     name = args.name or f"efficientdet-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    env = handler_environment(args.env, args.server)
+    env = env or handler_environment(args.env, args.server)
     if args.server == "ray":
         image = args.image_uri or ray_image_uri(session.boto_region_name, args.instance_type)
         model = Model(image_uri=image, model_data=args.model_data, role=args.role, env=env, name=name,
@@ -120,11 +121,18 @@ def timing_loop(runtime, endpoint: str, bucket: str, key: str, count: int) -> di
 
 
 def realtime(args) -> int:
+    """A realtime endpoint (or, with --serverless MEMORY_MB, a serverless one): smoke test, timing, teardown."""
+    from sagemaker.serverless import ServerlessInferenceConfig
+
     session = sagemaker_session(args)
     model, name = build_model(args, session)
-    gpu_ray = args.server == "ray" and is_gpu_instance(args.instance_type)
-    model.deploy(initial_instance_count=args.instance_count, instance_type=args.instance_type, endpoint_name=name,
-                 wait=True, inference_ami_version=RAY_GPU_AMI if gpu_ray else None)
+    if args.serverless:
+        model.deploy(endpoint_name=name, wait=True, serverless_inference_config=ServerlessInferenceConfig(
+            memory_size_in_mb=args.serverless, max_concurrency=args.max_concurrency))
+    else:
+        gpu_ray = args.server == "ray" and is_gpu_instance(args.instance_type)
+        model.deploy(initial_instance_count=args.instance_count, instance_type=args.instance_type,
+                     endpoint_name=name, wait=True, inference_ami_version=RAY_GPU_AMI if gpu_ray else None)
     print(f"endpoint {name} is InService", file=sys.stderr)
     try:
         runtime = session.sagemaker_runtime_client
@@ -138,6 +146,55 @@ def realtime(args) -> int:
             delete_endpoint(session, name)
     print(name)
     return 0
+
+
+def asynchronous(args) -> int:
+    """An asynchronous endpoint: requests (up to 1 GB, JSON Lines of many S3 references too) are read from S3
+    and answers written to --output; a smoke request goes through it before any teardown."""
+    from sagemaker.async_inference import AsyncInferenceConfig
+
+    session = sagemaker_session(args)
+    model, name = build_model(args, session, large_request_environment(args, ASYNC_PAYLOAD_BYTES, ASYNC_TIMEOUT))
+    notifications = {key: topic for key, topic in (("SuccessTopic", args.success_topic),
+                                                   ("ErrorTopic", args.error_topic)) if topic}
+    config = AsyncInferenceConfig(output_path=args.output, failure_path=f"{args.output.rstrip('/')}/failures/",
+                                  max_concurrent_invocations_per_instance=args.max_concurrency,
+                                  notification_config=notifications or None)
+    model.deploy(initial_instance_count=args.instance_count, instance_type=args.instance_type, endpoint_name=name,
+                 wait=True, async_inference_config=config)
+    print(f"endpoint {name} is InService (asynchronous)", file=sys.stderr)
+    try:
+        smoke_test_async(session, name, args.output, args.bucket, args.key)
+    finally:
+        if args.keep:
+            print(f"kept endpoint {name} (python -m deploy delete --name {name})", file=sys.stderr)
+        else:
+            delete_endpoint(session, name)
+    print(name)
+    return 0
+
+
+def smoke_test_async(session, endpoint: str, output: str, bucket: str, key: str, timeout: float = 600) -> None:
+    """Upload one JSON request beside the output, invoke, and print the answer SageMaker writes."""
+    s3 = session.boto_session.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3"))
+    out_bucket, _, prefix = output.removeprefix("s3://").partition("/")
+    request_key = f"{prefix.rstrip('/')}/smoke-requests/{endpoint}.json".lstrip("/")
+    s3.put_object(Bucket=out_bucket, Key=request_key, Body=json.dumps({"bucket": bucket, "key": key}).encode())
+    answer = session.sagemaker_runtime_client.invoke_endpoint_async(
+        EndpointName=endpoint, InputLocation=f"s3://{out_bucket}/{request_key}", ContentType="application/json")
+    location = answer["OutputLocation"]
+    print(f"smoke test: answer will be at {location}", file=sys.stderr)
+    answer_bucket, _, answer_key = location.removeprefix("s3://").partition("/")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            body = s3.get_object(Bucket=answer_bucket, Key=answer_key)["Body"].read().decode()
+        except s3.exceptions.NoSuchKey:
+            time.sleep(5)
+            continue
+        print(f"smoke test application/json (async): {body[:300]}")
+        return
+    raise TimeoutError(f"no answer at {location} within {timeout:.0f} s")
 
 
 def batch(args) -> int:
@@ -176,14 +233,23 @@ def batch(args) -> int:
 def batch_environment(args) -> dict[str, str]:
     """A mini-batch of MaxPayloadInMB holds thousands of request lines (about 150 bytes each): let the
     model server take and answer it, and give it the job's invocation timeout."""
-    payload = args.max_payload_mb * 1024 * 1024
+    return large_request_environment(args, args.max_payload_mb * 1024 * 1024, args.timeout)
+
+
+ASYNC_PAYLOAD_BYTES = 1024**3  # an asynchronous request body may be up to 1 GB
+ASYNC_TIMEOUT = 3600  # seconds SageMaker gives an asynchronous invocation
+JAVA_INT_MAX = 2**31 - 1  # TorchServe reads its size limits as Java ints
+
+
+def large_request_environment(args, payload: int, timeout: int) -> dict[str, str]:
+    """The handler's variables for requests of up to `payload` bytes that may take `timeout` seconds."""
     env = handler_environment(args.env, args.server)
     env.setdefault("MAX_IMAGES_PER_REQUEST", str(max(1000, payload // 64)))
     env.setdefault("MAX_DETECTIONS_PER_REQUEST", str(int(env["MAX_IMAGES_PER_REQUEST"]) * 100))
-    env.setdefault("SAGEMAKER_MODEL_SERVER_TIMEOUT", str(args.timeout))
-    env.setdefault("REQUEST_TIMEOUT", str(round(args.timeout * 0.9)))  # answer before the job gives up
-    env.setdefault("TS_MAX_REQUEST_SIZE", str(payload + 65536))
-    env.setdefault("TS_MAX_RESPONSE_SIZE", str(max(payload * 100, 6553500)))
+    env.setdefault("SAGEMAKER_MODEL_SERVER_TIMEOUT", str(timeout))
+    env.setdefault("REQUEST_TIMEOUT", str(round(timeout * 0.9)))  # answer before SageMaker gives up
+    env.setdefault("TS_MAX_REQUEST_SIZE", str(min(payload + 65536, JAVA_INT_MAX)))
+    env.setdefault("TS_MAX_RESPONSE_SIZE", str(min(max(payload * 100, 6553500), JAVA_INT_MAX)))
     return env
 
 
@@ -229,7 +295,20 @@ def parser() -> argparse.ArgumentParser:
     rt.add_argument("--bucket", default=example.BUCKET, help="bucket of the smoke-test image")
     rt.add_argument("--key", default=example.KEY, help="key of the smoke-test image")
     rt.add_argument("--requests", type=int, default=0, help="time this many requests (FPS, seconds per frame)")
+    rt.add_argument("--serverless", type=int, metavar="MEMORY_MB", choices=(1024, 2048, 3072, 4096, 5120, 6144),
+                    help="a serverless endpoint with this much memory instead (CPU only; 4 MB payloads, 60 s)")
+    rt.add_argument("--max-concurrency", type=int, default=5, help="serverless: concurrent invocations (default 5)")
     rt.set_defaults(run=realtime)
+
+    asy = commands.add_parser("async", help="deploy an asynchronous endpoint, smoke-test it, tear it down")
+    model_options(asy)
+    asy.add_argument("--output", required=True, help="s3:// prefix where SageMaker writes the answers")
+    asy.add_argument("--success-topic", help="SNS topic ARN told of each answer")
+    asy.add_argument("--error-topic", help="SNS topic ARN told of each failure")
+    asy.add_argument("--max-concurrency", type=int, default=4, help="invocations in flight per instance (default 4)")
+    asy.add_argument("--bucket", default=example.BUCKET, help="bucket of the smoke-test image")
+    asy.add_argument("--key", default=example.KEY, help="key of the smoke-test image")
+    asy.set_defaults(run=asynchronous)
 
     bt = commands.add_parser("batch", help="run a Batch Transform job over JSON Lines request files")
     model_options(bt)

@@ -37,6 +37,8 @@ def _response(operation: str, params: dict, region: str) -> dict:
         "InvokeEndpoint": {"ContentType": "application/json",
                            "Body": StreamingBody(io.BytesIO(b'{"dry_run": true}'), len(b'{"dry_run": true}'))},
         "ListObjectsV2": {"Contents": [], "KeyCount": 0, "IsTruncated": False},
+        "InvokeEndpointAsync": {"InferenceId": "dry-run", "OutputLocation": "s3://dry-run/answers/dry-run.out"},
+        "GetObject": {"Body": StreamingBody(io.BytesIO(b'{"dry_run": true}'), len(b'{"dry_run": true}'))},
     }
     return canned.get(operation, {})
 

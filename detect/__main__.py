@@ -24,8 +24,8 @@ from detect.draw import draw_detections
 from efficientdet.untrained import write_untrained_checkpoint
 from request_handling.bodies import ImageRequest
 from request_handling.errors import RequestError
+from request_handling.formats import entry as result_entry
 from request_handling.images import decode_image
-from request_handling.responses import result_json
 from request_handling.service import DetectionService, ImageFailure
 from request_handling.settings import ConfigurationError, load_settings
 
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             chunk = [with_bytes(r) for r in requests[first:first + args.chunk]]
             prediction = service.predict(chunk, several=True)
             for offset, (request, result) in enumerate(zip(chunk, prediction.results)):
-                entry = result_json(result, prediction.model)
+                entry = result_entry(result, prediction.model)
                 out.write(json.dumps(entry) + "\n")
                 counts["images"] += 1
                 if isinstance(result, ImageFailure):

@@ -15,7 +15,8 @@ JSON_LINES = ("application/jsonlines", "application/x-jsonlines", "application/j
 IMAGE_TYPES = ("image/jpeg", "image/png", "application/x-image")
 SUPPORTED_CONTENT_TYPES = (CSV, JSON, *JSON_LINES, *IMAGE_TYPES)
 
-FIELDS = {"bucket", "key", "s3_uri", "pred_threshold", "iou_threshold", "max_detections", "classes"}
+OPTION_FIELDS = ("pred_threshold", "iou_threshold", "max_detections", "classes")  # per image, body or header
+FIELDS = {"bucket", "key", "s3_uri", *OPTION_FIELDS}
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 LINE_BREAK = re.compile(r"\r\n|\r|\n")  # only these: U+2028, U+0085 … may sit inside a JSON string
@@ -82,33 +83,38 @@ def parse_s3_location(text: str) -> tuple[str, str]:
     return validate_location(bucket, key)
 
 
-def _threshold(item: dict, name: str) -> float | None:
-    value = item.get(name)
-    if value is None and name not in item:
-        return None
+def _threshold(value: object, name: str, where: str) -> float:
     number = isinstance(value, int | float) and not isinstance(value, bool)
     if not number or (isinstance(value, float) and not math.isfinite(value)) or not 0 <= value <= 1:
-        raise bad_request(f"{name} must be a number in [0, 1], got {json.dumps(value)[:40]}")
+        raise bad_request(f"{where}{name} must be a number in [0, 1], got {json.dumps(value)[:40]}")
     return float(value)
 
 
-def _max_detections(item: dict) -> int | None:
-    if "max_detections" not in item:
-        return None
-    value = item["max_detections"]
+def _max_detections(value: object, name: str, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DETECTIONS_LIMIT:
-        raise bad_request(f"max_detections must be an integer from 1 to {MAX_DETECTIONS_LIMIT}, got {json.dumps(value)[:40]}")
+        raise bad_request(f"{where}{name} must be an integer from 1 to {MAX_DETECTIONS_LIMIT}, "
+                          f"got {json.dumps(value)[:40]}")
     return value
 
 
-def _classes(item: dict) -> tuple[str | int, ...] | None:
-    if "classes" not in item:
-        return None
-    value = item["classes"]
+def _classes(value: object, name: str, where: str) -> tuple[str | int, ...]:
     if not isinstance(value, list) or not value or not all(
             isinstance(c, str) or (isinstance(c, int) and not isinstance(c, bool)) for c in value):
-        raise bad_request("classes must be a non-empty list of label names or class ids")
+        raise bad_request(f"{where}{name} must be a non-empty list of label names or class ids")
     return tuple(value)
+
+
+OPTION_CHECKS = {"pred_threshold": _threshold, "iou_threshold": _threshold, "max_detections": _max_detections,
+                 "classes": _classes}
+
+
+def option_fields(item: dict, where: str = "") -> dict[str, object]:
+    """The per-image options an object sets (JSON body or Custom-Attributes header), each validated;
+    RequestError 400 naming a bad or unknown one. `where` says where they came from in messages."""
+    unknown = sorted(set(item) - set(OPTION_FIELDS))
+    if unknown:
+        raise bad_request(f"{where}unknown option {unknown[0][:60]!r}; allowed: {', '.join(OPTION_FIELDS)}")
+    return {name: OPTION_CHECKS[name](value, name, where) for name, value in item.items()}
 
 
 def parse_object(item: object) -> ImageRequest:
@@ -126,13 +132,8 @@ def parse_object(item: object) -> ImageRequest:
         bucket, key = parse_s3_location(item["s3_uri"])
     else:
         bucket, key = validate_location(item.get("bucket"), item.get("key"))
-    return ImageRequest(
-        bucket=bucket, key=key,
-        pred_threshold=_threshold(item, "pred_threshold"),
-        iou_threshold=_threshold(item, "iou_threshold"),
-        max_detections=_max_detections(item),
-        classes=_classes(item),
-    )
+    return ImageRequest(bucket=bucket, key=key,
+                        **option_fields({name: item[name] for name in OPTION_FIELDS if name in item}))
 
 
 def _decode_text(body: str | bytes) -> str:

@@ -240,3 +240,32 @@ def test_realtime_on_the_ray_image_dry_run(instance_type, flavour):
     assert container["Environment"]["DEFAULT_PRED_THRESHOLD"] == "0.3"
     variant = calls["sagemaker.CreateEndpointConfig"]["ProductionVariants"][0]
     assert variant.get("InferenceAmiVersion") == ("al2-ami-sagemaker-inference-gpu-3-1" if flavour == "cuda" else None)
+
+
+def dry_run_calls(*args) -> dict[str, dict]:
+    result = deploy_cli({}, *args, "--dry-run", "--model-data", MODEL_DATA, "--role", ROLE)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {line.split(" ", 2)[1]: json.loads(line.split(" ", 2)[2])
+            for line in result.stdout.splitlines() if line.startswith("DRY-RUN ")}
+
+
+def test_async_endpoint_dry_run():
+    calls = dry_run_calls("async", "--name", "frames-async", "--output", "s3://videoblocks-ml/async/",
+                          "--success-topic", "arn:aws:sns:us-east-1:1:done", "--error-topic", "arn:aws:sns:us-east-1:1:failed")
+    config = calls["sagemaker.CreateEndpointConfig"]["AsyncInferenceConfig"]
+    assert config["OutputConfig"]["S3OutputPath"] == "s3://videoblocks-ml/async/"
+    assert config["OutputConfig"]["NotificationConfig"] == {"SuccessTopic": "arn:aws:sns:us-east-1:1:done",
+                                                            "ErrorTopic": "arn:aws:sns:us-east-1:1:failed"}
+    assert config["ClientConfig"]["MaxConcurrentInvocationsPerInstance"] == 4
+    environment = calls["sagemaker.CreateModel"]["PrimaryContainer"]["Environment"]
+    assert int(environment["TS_MAX_REQUEST_SIZE"]) >= 1024**3 and int(environment["REQUEST_TIMEOUT"]) > 60
+    assert calls["sagemaker-runtime.InvokeEndpointAsync"]["InputLocation"].startswith("s3://videoblocks-ml/async/")
+    assert "sagemaker.DeleteEndpoint" in calls
+
+
+def test_serverless_endpoint_dry_run():
+    calls = dry_run_calls("realtime", "--name", "frames-serverless", "--serverless", "4096")
+    variant = calls["sagemaker.CreateEndpointConfig"]["ProductionVariants"][0]
+    assert variant["ServerlessConfig"] == {"MemorySizeInMB": 4096, "MaxConcurrency": 5} and "InstanceType" not in variant
+    assert calls["sagemaker.CreateModel"]["PrimaryContainer"]["Image"].endswith("pytorch-inference:2.6-cpu-py312")
+    assert "sagemaker-runtime.InvokeEndpoint" in calls

@@ -241,3 +241,31 @@ def test_s3_unreachable_is_503():
     with pytest.raises(Exception) as raised:
         fetch_object(client, USER_BUCKET, USER_KEY, MAX_IMAGE_BYTES)
     assert raised.value.status_code == 503 and "S3" in raised.value.message
+
+
+def test_custom_attributes_set_options_for_raw_image_bytes(toolkit, reference):
+    png = (reference / "coffee.png").read_bytes()
+    everything = toolkit.invoke(png, "image/png", headers={"X-Amzn-SageMaker-Custom-Attributes": "pred_threshold=0.01"})
+    limited = toolkit.invoke(png, "image/png",
+                             headers={"x-amzn-sagemaker-custom-attributes": "pred_threshold=0.01,max_detections=2"})
+    assert everything.status == limited.status == 200
+    assert everything.json()["pred_threshold"] == 0.01 and len(everything.json()["detections"]) > 2
+    assert limited.json()["detections"] == everything.json()["detections"][:2]
+
+
+def test_a_json_bodys_own_fields_win_over_custom_attributes(toolkit):
+    response = toolkit.invoke(body(pred_threshold=0.5), headers={
+        "X-Amzn-SageMaker-Custom-Attributes": "pred_threshold=0.01,iou_threshold=0.6"})
+    assert response.status == 200 and (response.json()["pred_threshold"], response.json()["iou_threshold"]) == (0.5, 0.6)
+
+
+def test_a_bad_custom_attribute_is_400_naming_it(toolkit):
+    response = toolkit.invoke(body(), headers={"X-Amzn-SageMaker-Custom-Attributes": "pred_treshold=0.3"})
+    assert response.status == 400 and "pred_treshold" in response.message
+
+
+@pytest.mark.parametrize("response_format, key", [("sagemaker-object-detection", "prediction"), ("rekognition", "Labels")])
+def test_drop_in_response_formats(toolkit, response_format, key):
+    response = toolkit.invoke(body(pred_threshold=0.01), accept=f"application/json; format={response_format}")
+    assert response.status == 200 and response.content_type == "application/json"
+    assert set(response.json()) >= {key} and response.json()[key]

@@ -264,3 +264,17 @@ def test_ray_merges_concurrent_requests_into_one_forward_pass(server):
     assert statuses == [200] * 16
     sizes = [int(size) for size in re.findall(r"request batch: images=(\d+)", server_log(server))]
     assert sizes and max(sizes) > 1, sizes
+
+
+def test_custom_attributes_and_formats_over_http(server):
+    """The header reaches the handler on both images (TorchServe's context, the Ray adapter's forwarding)."""
+    attributes = {"Content-Type": "image/jpeg", "X-Amzn-SageMaker-Custom-Attributes": "pred_threshold=0.01,max_detections=3"}
+    response = requests.post(f"{server['url']}/invocations", data=SAMPLE_IMAGE.read_bytes(), headers=attributes, timeout=60)
+    assert response.status_code == 200
+    assert response.json()["pred_threshold"] == 0.01 and len(response.json()["detections"]) == 3
+    formatted = requests.post(f"{server['url']}/invocations", data=SAMPLE_IMAGE.read_bytes(), timeout=60,
+                              headers=dict(attributes, Accept="application/json; format=sagemaker-object-detection"))
+    assert formatted.status_code == 200 and len(formatted.json()["prediction"]) == 3
+    bad = requests.post(f"{server['url']}/invocations", data=SAMPLE_IMAGE.read_bytes(), timeout=60,
+                        headers=dict(attributes, **{"X-Amzn-SageMaker-Custom-Attributes": "max_detections=0"}))
+    assert bad.status_code == 400 and "max_detections" in bad.text.splitlines()[0]

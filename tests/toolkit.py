@@ -38,8 +38,9 @@ class Toolkit:
         self.service = HandlerService()
         self.service.initialize(self.context)
 
-    def invoke(self, body: str | bytes, content_type: str | None = "application/json", accept: str | None = None) -> Response:
-        headers = {}
+    def invoke(self, body: str | bytes, content_type: str | None = "application/json", accept: str | None = None,
+               headers: dict[str, str] | None = None) -> Response:
+        headers = dict(headers or {})
         if content_type is not None:
             headers["Content-Type"] = content_type
         if accept is not None:
