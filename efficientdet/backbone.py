@@ -28,6 +28,12 @@ def round_repeats(repeats: int, depth: float) -> int:
     return int(math.ceil(depth * repeats))
 
 
+def squeeze_and_excite(x: torch.Tensor, reduce: nn.Module, expand: nn.Module) -> torch.Tensor:
+    """Scale each channel by a gate computed from the channel means."""
+    squeezed = expand(F.silu(reduce(F.adaptive_avg_pool2d(x, 1))))
+    return torch.sigmoid(squeezed) * x
+
+
 class MBConvBlock(nn.Module):
     """Mobile inverted bottleneck with squeeze-and-excitation; residual when shapes allow."""
 
@@ -45,8 +51,6 @@ class MBConvBlock(nn.Module):
         self._se_expand = SameConv2d(squeezed, hidden, 1)
         self._project_conv = SameConv2d(hidden, out_channels, 1, bias=False)
         self._bn2 = batch_norm(out_channels)
-        self._expand_act = nn.SiLU()
-        self._depthwise_act = nn.SiLU()
         self.expands = expand_ratio != 1
         self.residual = stride == 1 and in_channels == out_channels
         self.stride = stride
@@ -59,25 +63,50 @@ class MBConvBlock(nn.Module):
         self._project_conv.fold_batch_norm(self._bn2)
         self._bn1, self._bn2 = nn.Identity(), nn.Identity()
 
-    def use_fused_kernels(self) -> None:
-        """Expand, depthwise and project convolutions as oneDNN kernels, the SiLUs fused in (after folding)."""
-        if self.expands:
-            self._expand_conv, self._expand_act = self._expand_conv.fused(silu=True), nn.Identity()
-        self._depthwise_conv, self._depthwise_act = self._depthwise_conv.fused(silu=True), nn.Identity()
-        self._project_conv = self._project_conv.fused()
+    def fused(self) -> FusedMBConvBlock:
+        """After folding: the same block with expand, depthwise and project convolutions as oneDNN kernels,
+        the SiLUs after the first two fused in."""
+        return FusedMBConvBlock(self._expand_conv.fused(silu=True) if self.expands else None,
+                                self._depthwise_conv.fused(silu=True), self._se_reduce, self._se_expand,
+                                self._project_conv.fused(), self.residual, self.stride)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         x = inputs
         if self.expands:
-            x = self._expand_act(self._bn0(self._expand_conv(x)))
-        x = self._depthwise_act(self._bn1(self._depthwise_conv(x)))
-        squeezed = F.adaptive_avg_pool2d(x, 1)
-        squeezed = self._se_expand(F.silu(self._se_reduce(squeezed)))
-        x = torch.sigmoid(squeezed) * x
-        x = self._bn2(self._project_conv(x))
+            x = F.silu(self._bn0(self._expand_conv(x)))
+        x = F.silu(self._bn1(self._depthwise_conv(x)))
+        x = self._bn2(self._project_conv(squeeze_and_excite(x, self._se_reduce, self._se_expand)))
         if self.residual:
             x = x + inputs
         return x
+
+
+class FusedMBConvBlock(nn.Module):
+    """An MBConvBlock for inference: batch norms folded, convolutions with their activations fused."""
+
+    def __init__(self, expand: nn.Module | None, depthwise: nn.Module, se_reduce: nn.Module, se_expand: nn.Module,
+                 project: nn.Module, residual: bool, stride: int) -> None:
+        super().__init__()
+        self.expand, self.depthwise, self.project = expand, depthwise, project
+        self.se_reduce, self.se_expand = se_reduce, se_expand
+        self.residual, self.stride = residual, stride
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        x = inputs if self.expand is None else self.expand(inputs)
+        x = self.project(squeeze_and_excite(self.depthwise(x), self.se_reduce, self.se_expand))
+        if self.residual:
+            x = x + inputs
+        return x
+
+
+def run_blocks(x: torch.Tensor, blocks: nn.ModuleList, keep: Collection[int]) -> list[torch.Tensor]:
+    """The outputs of the blocks whose indices are in `keep`, in order."""
+    features = []
+    for index, block in enumerate(blocks):
+        x = block(x)
+        if index in keep:
+            features.append(x)
+    return features
 
 
 class EfficientNetTrunk(nn.Module):
@@ -88,7 +117,6 @@ class EfficientNetTrunk(nn.Module):
         stem = round_channels(STEM_CHANNELS, config.width)
         self._conv_stem = SameConv2d(3, stem, 3, stride=2, bias=False)
         self._bn0 = batch_norm(stem)
-        self._stem_act = nn.SiLU()
         blocks = []
         for stage in B0_STAGES:
             in_channels = round_channels(stage.in_channels, config.width)
@@ -105,24 +133,31 @@ class EfficientNetTrunk(nn.Module):
         for block in self._blocks:
             block.fold_batch_norms()
 
-    def use_fused_kernels(self) -> None:
-        self._conv_stem, self._stem_act = self._conv_stem.fused(silu=True), nn.Identity()
-        for block in self._blocks:
-            block.use_fused_kernels()
+    def fused(self) -> FusedEfficientNetTrunk:
+        """After folding: the stem and every block as oneDNN kernels with their SiLUs fused in."""
+        return FusedEfficientNetTrunk(self._conv_stem.fused(silu=True), [block.fused() for block in self._blocks])
 
-    def downsampling_blocks(self) -> list[int]:
-        """Indices of the blocks that halve the resolution."""
-        return [i for i, block in enumerate(self._blocks) if block.stride == 2]
+    def pyramid_blocks(self) -> tuple[int, int, int]:
+        """The blocks whose outputs are P3, P4 and P5: the last before the third and fourth down-sampling
+        blocks (strides 8 and 16), and the last block (stride 32)."""
+        downsampling = [i for i, block in enumerate(self._blocks) if block.stride == 2]
+        return downsampling[2] - 1, downsampling[3] - 1, len(self._blocks) - 1
 
     def forward(self, x: torch.Tensor, keep: Collection[int]) -> list[torch.Tensor]:
         """The outputs of the blocks whose indices are in `keep`, in order."""
-        x = self._stem_act(self._bn0(self._conv_stem(x)))
-        features = []
-        for index, block in enumerate(self._blocks):
-            x = block(x)
-            if index in keep:
-                features.append(x)
-        return features
+        return run_blocks(F.silu(self._bn0(self._conv_stem(x))), self._blocks, keep)
+
+
+class FusedEfficientNetTrunk(nn.Module):
+    """An EfficientNetTrunk for inference: batch norms folded, convolutions with their activations fused."""
+
+    def __init__(self, stem: nn.Module, blocks: list[FusedMBConvBlock]) -> None:
+        super().__init__()
+        self.stem = stem
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor, keep: Collection[int]) -> list[torch.Tensor]:
+        return run_blocks(self.stem(x), self.blocks, keep)
 
 
 class EfficientNetBackbone(nn.Module):
@@ -131,15 +166,13 @@ class EfficientNetBackbone(nn.Module):
     def __init__(self, config: BackboneConfig) -> None:
         super().__init__()
         self.model = EfficientNetTrunk(config)
-        # A stride-8/16 feature is the last output before the next down-sampling block; P5 is the final output.
-        downsampling = self.model.downsampling_blocks()
-        self.feature_indices = (downsampling[2] - 1, downsampling[3] - 1, len(self.model._blocks) - 1)
+        self.feature_indices = self.model.pyramid_blocks()
 
     def fold_batch_norms(self) -> None:
         self.model.fold_batch_norms()
 
     def use_fused_kernels(self) -> None:
-        self.model.use_fused_kernels()
+        self.model = self.model.fused()
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.model(x, self.feature_indices)

@@ -269,3 +269,16 @@ def test_serverless_endpoint_dry_run():
     assert variant["ServerlessConfig"] == {"MemorySizeInMB": 4096, "MaxConcurrency": 5} and "InstanceType" not in variant
     assert calls["sagemaker.CreateModel"]["PrimaryContainer"]["Image"].endswith("pytorch-inference:2.6-cpu-py312")
     assert "sagemaker-runtime.InvokeEndpoint" in calls
+
+
+def test_serverless_against_sagemaker_double(sagemaker_double):
+    url, env = sagemaker_double
+    result = deploy_cli(env, "realtime", "--serverless", "2048", "--model-data", MODEL_DATA, "--role", ROLE,
+                        "--name", "efficientdet-serverless", "--keep")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "smoke test text/csv" in result.stdout
+    client = boto3.client("sagemaker", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing")
+    config = client.describe_endpoint_config(EndpointConfigName="efficientdet-serverless")
+    assert config["ProductionVariants"][0]["ServerlessConfig"] == {"MemorySizeInMB": 2048, "MaxConcurrency": 5}
+    assert deploy_cli(env, "delete", "--name", "efficientdet-serverless").returncode == 0
