@@ -28,6 +28,10 @@ from .ports import free_ports
 log = logging.getLogger("localrun.ray_serve")
 
 STARTUP_TIMEOUT = 180  # seconds for Ray, Serve and the model replica to come up
+# Ray's two command lines, run by this Python: a venv that also holds the SageMaker toolkit has a `serve`
+# script of the toolkit's, which starts TorchServe instead.
+RAY_CLI = ("-c", "import sys; from ray.scripts.scripts import main; sys.argv[0] = 'ray'; sys.exit(main())")
+SERVE_CLI = ("-c", "import sys; from ray.serve.scripts import cli; sys.argv[0] = 'serve'; sys.exit(cli())")
 RAY_PORT_OPTIONS = ("ray-client-server-port", "node-manager-port", "object-manager-port", "metrics-export-port",
                     "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port")
 
@@ -54,7 +58,10 @@ class RayServer:
         bin_dir = Path(sys.executable).parent
         self.env = dict(os.environ, PYTHONPATH=f"{self.model_dir}:{self.model_dir / 'code'}",
                         PATH=os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")]),
-                        RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
+                        RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1",
+                        # a single-machine cluster: every Ray process takes 127.0.0.1 as its address, not the
+                        # machine's network address (Ray's local mode, as on macOS)
+                        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
         if not model:
             self.env.setdefault("EFFICIENTDET_COMPOUND_COEF", str(coef))
         self.env.update(env or {})
@@ -79,11 +86,11 @@ class RayServer:
         gcs_port, http_port, *ports = free_ports(9)
         gcs = f"127.0.0.1:{gcs_port}"
         try:
-            self._run("ray", "start", "--head", f"--port={gcs_port}", "--node-ip-address=127.0.0.1",
+            self._run(sys.executable, *RAY_CLI, "start", "--head", f"--port={gcs_port}", "--node-ip-address=127.0.0.1",
                       "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={self.ray_dir}",
                       *(f"--{option}={port}" for option, port in zip(RAY_PORT_OPTIONS, ports, strict=True)))
-            self._run("serve", "start", f"--address={gcs}", "--http-host=127.0.0.1", f"--http-port={http_port}")
-            serve_run = self._spawn("serve", "run", f"--address={gcs}", str(self.model_dir / "config.yaml"),
+            self._run(sys.executable, *SERVE_CLI, "start", f"--address={gcs}", "--http-host=127.0.0.1", f"--http-port={http_port}")
+            serve_run = self._spawn(sys.executable, *SERVE_CLI, "run", f"--address={gcs}", str(self.model_dir / "config.yaml"),
                                     cwd=self.workdir, env=self.env)
             adapter_env = dict(self.env, PYTHONPATH=str(REPO))
             self._spawn(sys.executable, "-m", "localrun.ray_adapter", "--port", str(self.port),
@@ -124,7 +131,7 @@ class RayServer:
             process.wait()
         self.processes = []
         with open(self.log_path, "ab") as out:
-            subprocess.run(["ray", "stop", "--force"], cwd=self.workdir, env=self.env, stdout=out,
+            subprocess.run([sys.executable, *RAY_CLI, "stop", "--force"], cwd=self.workdir, env=self.env, stdout=out,
                            stderr=subprocess.STDOUT, timeout=120)
         shutil.rmtree(self.ray_dir, ignore_errors=True)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -93,8 +94,8 @@ class DetectionService:
     def __init__(self, detector: Detector, settings: Settings) -> None:
         self.detector = detector
         self.settings = settings
-        self.s3 = s3.make_client(settings.s3_connect_timeout, settings.s3_read_timeout, settings.s3_max_attempts,
-                                 settings.s3_max_concurrency)
+        self._s3_client = None
+        self._s3_lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=settings.s3_max_concurrency, thread_name_prefix="s3-fetch")
         self.detect_pool = ThreadPoolExecutor(max_workers=settings.parallel_batches, thread_name_prefix="detect")
         self._label_ids = {label: i for i, label in enumerate(detector.labels) if label}
@@ -136,6 +137,17 @@ class DetectionService:
             else:
                 raise bad_request(f"unknown class name {c[:60]!r}")
         return frozenset(ids)
+
+    @property
+    def s3(self):
+        """The service's S3 client, made at the first S3 read (so that a server that never reads S3 never
+        looks for AWS credentials)."""
+        with self._s3_lock:
+            if self._s3_client is None:
+                settings = self.settings
+                self._s3_client = s3.make_client(settings.s3_connect_timeout, settings.s3_read_timeout,
+                                                 settings.s3_max_attempts, settings.s3_max_concurrency)
+            return self._s3_client
 
     def check_allowed(self, request: ImageRequest) -> None:
         allowed = self.settings.allowed_buckets

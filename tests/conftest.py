@@ -12,6 +12,9 @@ from PIL import Image
 from localrun import example
 
 REPO = Path(__file__).resolve().parents[1]
+# Tests talk to loopback only: botocore must not ask the EC2 instance metadata service for credentials when a
+# test's environment has none (servers started by tests inherit this).
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 REFERENCE = Path(os.environ.get("EFFICIENTDET_REFERENCE", REPO.parent / "shared" / "fixtures" / "reference"))
 
 

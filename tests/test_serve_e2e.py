@@ -33,7 +33,7 @@ SERVERS = {  # what `make serve` and `make serve SERVER=ray` run, and the line e
     "torchserve": ("localrun.serve", rb"cold start: /ping after ([\d.]+) s, model loaded after ([\d.]+) s"),
     "ray": ("localrun.ray_serve", rb"ready on http://\S+ after ([\d.]+) s \(Ray Serve; log (\S+), replica logs under (\S+)\)"),
 }
-RAY_PROCESSES = ("raylet", "gcs_server", "ray::", "serve run", "localrun.ray_adapter")
+RAY_PROCESSES = ("raylet", "gcs_server", "ray::", "ray.serve.scripts", "ray.scripts.scripts", "localrun.ray_adapter")
 
 
 def ray_processes() -> list[psutil.Process]:
