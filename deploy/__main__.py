@@ -140,10 +140,7 @@ def realtime(args) -> int:
         if args.requests:
             timing_loop(runtime, name, args.bucket, args.key, args.requests)
     finally:
-        if args.keep:
-            print(f"kept endpoint {name} (python -m deploy delete --name {name})", file=sys.stderr)
-        else:
-            delete_endpoint(session, name)
+        keep_or_delete(session, name, args.keep)
     print(name)
     return 0
 
@@ -166,10 +163,7 @@ def asynchronous(args) -> int:
     try:
         smoke_test_async(session, name, args.output, args.bucket, args.key)
     finally:
-        if args.keep:
-            print(f"kept endpoint {name} (python -m deploy delete --name {name})", file=sys.stderr)
-        else:
-            delete_endpoint(session, name)
+        keep_or_delete(session, name, args.keep)
     print(name)
     return 0
 
@@ -251,6 +245,14 @@ def large_request_environment(args, payload: int, timeout: int) -> dict[str, str
     env.setdefault("TS_MAX_REQUEST_SIZE", str(min(payload + 65536, JAVA_INT_MAX)))
     env.setdefault("TS_MAX_RESPONSE_SIZE", str(min(max(payload * 100, 6553500), JAVA_INT_MAX)))
     return env
+
+
+def keep_or_delete(session, name: str, keep: bool) -> None:
+    """After the smoke test, however it went: the endpoint kept (--keep) or deleted with its config and model."""
+    if keep:
+        print(f"kept endpoint {name} (python -m deploy delete --name {name})", file=sys.stderr)
+    else:
+        delete_endpoint(session, name)
 
 
 def delete_endpoint(session, name: str) -> None:

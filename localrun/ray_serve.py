@@ -7,7 +7,6 @@ which behaves as the image's). Everything listens on loopback only. Ctrl-C stops
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import os
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from deploy.model_dir import REPO, prepare_model_dir
 
+from .cli import server_arguments
 from .ports import free_ports
 
 log = logging.getLogger("localrun.ray_serve")
@@ -151,12 +151,7 @@ def _interrupt(*_) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="a model.tar.gz or model dir to serve instead of assembling one")
-    parser.add_argument("--coef", type=int, choices=range(9), default=int(os.environ.get("EFFICIENTDET_COMPOUND_COEF", 0)))
-    parser.add_argument("--weights", help="checkpoint to put in the assembled model dir")
-    parser.add_argument("--port", type=int, default=8080)
-    args = parser.parse_args(argv)
+    args = server_arguments(__doc__.splitlines()[0], argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     server = RayServer(args.model, args.coef, args.port, args.weights, log_path=Path(tempfile.gettempdir())
                        / "efficientdet-ray-serve.log")

@@ -7,7 +7,6 @@ every process started here.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -25,6 +24,7 @@ import psutil
 
 from deploy.model_dir import prepare_model_dir
 
+from .cli import server_arguments
 from .ports import free_port
 
 log = logging.getLogger("localrun.serve")
@@ -171,12 +171,7 @@ def _interrupt(*_) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="a model.tar.gz or model dir to serve instead of assembling one")
-    parser.add_argument("--coef", type=int, choices=range(9), default=int(os.environ.get("EFFICIENTDET_COMPOUND_COEF", 0)))
-    parser.add_argument("--weights", help="checkpoint to put in the assembled model dir")
-    parser.add_argument("--port", type=int, default=8080)
-    args = parser.parse_args(argv)
+    args = server_arguments(__doc__.splitlines()[0], argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     server = ModelServer(args.model, args.coef, args.port, args.weights)
     for sig in (signal.SIGINT, signal.SIGTERM):
