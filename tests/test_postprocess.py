@@ -47,3 +47,31 @@ def test_boxes_are_clipped_to_the_canvas_before_nms_and_to_the_image_after():
 def test_nothing_above_the_threshold_gives_empty_tensors():
     boxes, scores, classes = select_detections(torch.full((3, 4), -10.0), torch.zeros(3, 4), ANCHORS, 128, 0.2, 0.2)
     assert boxes.shape == (0, 4) and scores.numel() == classes.numel() == 0
+
+
+def test_the_whole_batch_at_once_gives_each_images_own_detections():
+    """Random heads for 4 images of 3069 anchors (D0 at 128 px), per-image thresholds and IoUs: the batched
+    step returns exactly what the per-image step does, image by image, best first."""
+    from efficientdet.anchors import generate_anchors
+    from efficientdet.boxes import select_batch_detections
+    from efficientdet.config import DEFAULT_ANCHOR_RATIOS, DEFAULT_ANCHOR_SCALES
+
+    generator = torch.Generator().manual_seed(0)
+    anchors = torch.as_tensor(generate_anchors(128, (3, 4, 5, 6, 7), 4.0, DEFAULT_ANCHOR_SCALES, DEFAULT_ANCHOR_RATIOS),
+                              dtype=torch.float32)
+    logits = torch.randn(4, anchors.shape[0], 90, generator=generator) - 4
+    regression = torch.randn(4, anchors.shape[0], 4, generator=generator) * 0.3
+    thresholds, ious = [0.2, 0.5, 0.05, 0.2], [0.2, 0.5, 0.2, 0.7]
+    batched = select_batch_detections(logits, regression, anchors, 128, thresholds, ious)
+    for i, (boxes, scores, classes) in enumerate(batched):
+        alone = select_detections(logits[i], regression[i], anchors, 128, thresholds[i], ious[i])
+        assert len(scores) > 0
+        assert torch.equal(boxes, alone[0]) and torch.equal(scores, alone[1]) and torch.equal(classes, alone[2])
+
+
+def test_a_batch_where_nothing_passes_gives_empty_results():
+    from efficientdet.boxes import select_batch_detections
+
+    results = select_batch_detections(torch.full((2, 3, 4), -10.0), torch.zeros(2, 3, 4), ANCHORS, 128, [0.2, 0.2],
+                                      [0.2, 0.5])
+    assert [r[0].shape for r in results] == [(0, 4), (0, 4)]
