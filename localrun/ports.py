@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Collection
 
 
-def free_port() -> int:
-    """A free TCP port whose gRPC companion (port + 10000) is free too, as SeaweedFS needs."""
+def free_port(exclude: Collection[int] = ()) -> int:
+    """A free TCP port, not in `exclude`, whose gRPC companion (port + 10000) is free too, as SeaweedFS needs."""
     for _ in range(100):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        if port + 10000 < 65536:
+        if port + 10000 < 65536 and not {port, port + 10000} & set(exclude):
             with socket.socket() as grpc:
                 try:
                     grpc.bind(("127.0.0.1", port + 10000))

@@ -38,6 +38,15 @@ class SeaweedS3:
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
+    def _other_ports(self) -> list[int]:
+        """Ports for the master, volume and filer servers: free, and none the same as another's or the S3
+        port (a port is free again once chosen, so two choices can meet)."""
+        taken = [self.port, self.port + 10000]
+        for _ in range(3):
+            port = free_port(exclude=taken)
+            taken += [port, port + 10000]
+        return taken[2::2]
+
     def start(self, timeout: float = 60.0) -> SeaweedS3:
         data = self.workdir / "data"
         data.mkdir(parents=True, exist_ok=True)
@@ -52,7 +61,7 @@ class SeaweedS3:
         ]}))
         command = [
             weed_binary(), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data}",
-            f"-master.port={free_port()}", f"-volume.port={free_port()}", f"-filer.port={free_port()}",
+            *(f"-{server}.port={port}" for server, port in zip(("master", "volume", "filer"), self._other_ports())),
             "-s3", f"-s3.port={self.port}", f"-s3.config={config}",
             "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.port.grpc={self.port + 10000}",
             "-master.volumeSizeLimitMB=64", "-volume.max=16",

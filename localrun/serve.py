@@ -25,7 +25,7 @@ import psutil
 from deploy.model_dir import prepare_model_dir
 
 from .cli import server_arguments
-from .ports import free_port
+from .ports import free_ports
 
 log = logging.getLogger("localrun.serve")
 
@@ -35,6 +35,9 @@ STARTUP_TIMEOUT = 120  # seconds to wait for a READY worker: TorchServe's own mo
 
 
 def toolkit_environment(base_dir: Path, port: int) -> dict[str, str]:
+    metrics, grpc_inference, grpc_management, workers = free_ports(4)
+    while port in (metrics, grpc_inference, grpc_management, workers):
+        metrics, grpc_inference, grpc_management, workers = free_ports(4)
     env = dict(os.environ)
     env.update({
         "SAGEMAKER_BASE_DIR": str(base_dir),
@@ -43,10 +46,10 @@ def toolkit_environment(base_dir: Path, port: int) -> dict[str, str]:
         # TorchServe's other listeners default to fixed ports (8082, 7070, 7071, workers from 9000):
         # take free ones so that they collide with nothing else here. (The toolkit itself still runs
         # one TorchServe per machine.)
-        "TS_METRICS_ADDRESS": f"http://127.0.0.1:{free_port()}",
-        "TS_GRPC_INFERENCE_PORT": str(free_port()),
-        "TS_GRPC_MANAGEMENT_PORT": str(free_port()),
-        "TS_INITIAL_WORKER_PORT": str(free_port()),
+        "TS_METRICS_ADDRESS": f"http://127.0.0.1:{metrics}",
+        "TS_GRPC_INFERENCE_PORT": str(grpc_inference),
+        "TS_GRPC_MANAGEMENT_PORT": str(grpc_management),
+        "TS_INITIAL_WORKER_PORT": str(workers),
         "PYTHONUNBUFFERED": "1",
         # torchserve and java are looked up on PATH: put this venv's scripts first.
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
