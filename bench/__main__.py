@@ -13,7 +13,6 @@ import os
 import platform
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ from localrun.serve import ModelServer
 from request_handling.images import decode_image
 
 from .servers import bench_servers, servers_markdown
+from .timing import percentile, timed_load
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "coffee.jpg"
@@ -48,10 +48,6 @@ def default_checkpoint(coef: int) -> str | None:
         if candidate.is_file():
             return str(candidate)
     return None
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q))
 
 
 def machine() -> str:
@@ -132,22 +128,6 @@ def bench_reduced_decode(detector: Detector, rounds: int) -> dict:
     return results
 
 
-def load(call, count: int, concurrency: int) -> tuple[list[float], int, float]:
-    """(latency of each call, images answered, seconds) for `count` calls from `concurrency` clients."""
-    latencies: list[float] = []
-
-    def timed(i: int) -> int:
-        start = time.perf_counter()
-        images = call(i)
-        latencies.append(time.perf_counter() - start)
-        return images
-
-    start = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        images = sum(pool.map(timed, range(count)))
-    return latencies, images, time.perf_counter() - start
-
-
 def bench_server(coef: int, checkpoint: str | None, rounds: int, batch: int) -> dict:
     """(b) end to end through the real server and S3 on loopback; (c) its cold start."""
     out: dict = {}
@@ -177,12 +157,8 @@ def bench_server(coef: int, checkpoint: str | None, rounds: int, batch: int) -> 
             for name, call, requests_per_round in (("single-image", single, batch), (f"batched ({batch}/request)", batched, 1)):
                 for concurrency in (1, 4):
                     call(0)
-                    latencies, images, elapsed = load(call, rounds * requests_per_round, concurrency)
-                    out[f"{name}, concurrency {concurrency}"] = {
-                        "request_p50_ms": 1000 * percentile(latencies, 50),
-                        "request_p95_ms": 1000 * percentile(latencies, 95),
-                        "images_per_s": images / elapsed,
-                    }
+                    out[f"{name}, concurrency {concurrency}"] = timed_load(call, rounds * requests_per_round,
+                                                                           concurrency)
     rows = {k: v["images_per_s"] for k, v in out.items() if isinstance(v, dict) and "images_per_s" in v}
     single = {k.rsplit(" ", 1)[1]: v for k, v in rows.items() if k.startswith("single")}
     batched = {k.rsplit(" ", 1)[1]: v for k, v in rows.items() if k.startswith("batched")}

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import requests
 
 from localrun.ports import free_port
 from localrun.ray_serve import RayServer
 from localrun.s3server import SeaweedS3
 from localrun.serve import ModelServer
+
+from .timing import timed_load
 
 CONCURRENCY = (1, 4, 16)
 BUCKET, KEY = "videoblocks-ml", "bench/servers/frame.jpg"
@@ -25,22 +24,15 @@ LOGS = Path(__file__).resolve().parents[1] / "build" / "bench"
 
 
 def timed_requests(url: str, count: int, concurrency: int) -> dict:
-    """p50/p95 of each request's latency and images per second, `count` requests from `concurrency` clients."""
+    """`count` single-image JSON requests for the bench frame from `concurrency` clients."""
     body = json.dumps({"bucket": BUCKET, "key": KEY})
-    latencies: list[float] = []
 
-    def one(_: int) -> None:
-        start = time.perf_counter()
+    def one(_: int) -> int:
         response = requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=300)
         response.raise_for_status()
-        latencies.append(time.perf_counter() - start)
+        return 1
 
-    start = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as clients:
-        list(clients.map(one, range(count)))
-    elapsed = time.perf_counter() - start
-    return {"request_p50_ms": 1000 * float(np.percentile(latencies, 50)),
-            "request_p95_ms": 1000 * float(np.percentile(latencies, 95)), "images_per_s": count / elapsed}
+    return timed_load(one, count, concurrency)
 
 
 def bench_servers(coef: int, checkpoint: str | None, rounds: int, sample: bytes) -> dict:
