@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import B0_STAGES, STEM_CHANNELS, BackboneConfig
-from .layers import SameConv2d, batch_norm
+from .layers import GatedPointwiseConv, SameConv2d, batch_norm, pixel_rows
 
 WIDTH_DIVISOR = 8
 
@@ -32,6 +32,35 @@ def squeeze_and_excite(x: torch.Tensor, reduce: nn.Module, expand: nn.Module) ->
     """Scale each channel by a gate computed from the channel means."""
     squeezed = expand(F.silu(reduce(F.adaptive_avg_pool2d(x, 1))))
     return torch.sigmoid(squeezed) * x
+
+
+class ChannelGate(nn.Module):
+    """Squeeze-and-excitation's gate alone, (N, C): sigmoid(expand(silu(reduce(channel means)))), as matrix products."""
+
+    def __init__(self, reduce: nn.Conv2d, expand: nn.Conv2d) -> None:
+        super().__init__()
+        self.reduce = nn.Linear(reduce.in_channels, reduce.out_channels)
+        self.expand = nn.Linear(expand.in_channels, expand.out_channels)
+        with torch.no_grad():
+            for linear, conv in ((self.reduce, reduce), (self.expand, expand)):
+                linear.weight.copy_(conv.weight.reshape(linear.weight.shape))
+                linear.bias.copy_(conv.bias)
+        self.requires_grad_(False)
+        self._averaging_rows: dict[tuple, torch.Tensor] = {}
+
+    def _averaging(self, x: torch.Tensor) -> torch.Tensor:
+        """A (1, 1, H·W) row of 1 / (H·W): channel means as one matrix product, made once per size."""
+        pixels = x.shape[-2] * x.shape[-1]
+        key = (pixels, x.dtype, x.device)
+        row = self._averaging_rows.get(key)
+        if row is None:
+            row = self._averaging_rows[key] = torch.full((1, 1, pixels), 1 / pixels, dtype=x.dtype, device=x.device)
+        return row
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, channels = x.shape[:2]
+        means = torch.bmm(self._averaging(x).expand(n, -1, -1), pixel_rows(x)).reshape(n, channels)
+        return torch.sigmoid(self.expand(F.silu(self.reduce(means))))
 
 
 class MBConvBlock(nn.Module):
@@ -64,11 +93,13 @@ class MBConvBlock(nn.Module):
         self._bn1, self._bn2 = nn.Identity(), nn.Identity()
 
     def fused(self) -> FusedMBConvBlock:
-        """After folding: the same block with expand, depthwise and project convolutions as oneDNN kernels,
-        the SiLUs after the first two fused in."""
+        """After folding: the same block with expand and depthwise convolutions as oneDNN kernels, the SiLUs
+        after them fused in, and the squeeze-and-excitation gate folded into the project convolution's weights
+        (with the residual added there too) instead of scaling the widest tensor of the block."""
         return FusedMBConvBlock(self._expand_conv.fused(silu=True) if self.expands else None,
-                                self._depthwise_conv.fused(silu=True), self._se_reduce, self._se_expand,
-                                self._project_conv.fused(), self.residual, self.stride)
+                                self._depthwise_conv.fused(silu=True),
+                                ChannelGate(self._se_reduce.conv, self._se_expand.conv),
+                                self._project_conv.gated(), self.residual, self.stride)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         x = inputs
@@ -84,19 +115,16 @@ class MBConvBlock(nn.Module):
 class FusedMBConvBlock(nn.Module):
     """An MBConvBlock for inference: batch norms folded, convolutions with their activations fused."""
 
-    def __init__(self, expand: nn.Module | None, depthwise: nn.Module, se_reduce: nn.Module, se_expand: nn.Module,
-                 project: nn.Module, residual: bool, stride: int) -> None:
+    def __init__(self, expand: nn.Module | None, depthwise: nn.Module, gate: ChannelGate,
+                 project: GatedPointwiseConv, residual: bool, stride: int) -> None:
         super().__init__()
-        self.expand, self.depthwise, self.project = expand, depthwise, project
-        self.se_reduce, self.se_expand = se_reduce, se_expand
+        self.expand, self.depthwise, self.gate, self.project = expand, depthwise, gate, project
         self.residual, self.stride = residual, stride
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         x = inputs if self.expand is None else self.expand(inputs)
-        x = self.project(squeeze_and_excite(self.depthwise(x), self.se_reduce, self.se_expand))
-        if self.residual:
-            x = x + inputs
-        return x
+        x = self.depthwise(x)
+        return self.project(x, self.gate(x), inputs if self.residual else None)
 
 
 def run_blocks(x: torch.Tensor, blocks: nn.ModuleList, keep: Collection[int]) -> list[torch.Tensor]:

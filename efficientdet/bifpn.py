@@ -12,6 +12,12 @@ from .layers import SameConv2d, SameMaxPool2d, SeparableConvBlock, batch_norm
 FUSION_EPS = 1e-4
 
 
+def normalised_fusion_weights(weights: torch.Tensor) -> torch.Tensor:
+    """BiFPN's fast normalised fusion: ReLU'd weights divided by their sum (+ a small epsilon)."""
+    weights = F.relu(weights)
+    return weights / (torch.sum(weights, dim=0) + FUSION_EPS)
+
+
 def lateral(in_channels: int, out_channels: int) -> nn.Sequential:
     """1×1 convolution + batch norm that brings a backbone feature to the pyramid width."""
     return nn.Sequential(SameConv2d(in_channels, out_channels, 1), batch_norm(out_channels))
@@ -50,35 +56,52 @@ class BiFPNCell(nn.Module):
         for level in range(4, 8):
             self.register_parameter(f"p{level}_w2", nn.Parameter(torch.ones(3 if level < 7 else 2)))
         self.top = top
+        self.fixed_fusion_weights: dict[str, list[float]] = {}
 
     def fold_batch_norms(self) -> None:
         for block in self.children():
             if isinstance(block, SeparableConvBlock):
                 block.fold_batch_norm()
-        if self.first:
-            for sequence in (self.p3_down_channel, self.p4_down_channel, self.p5_down_channel,
-                             self.p4_down_channel_2, self.p5_down_channel_2, self.p5_to_p6):
-                sequence[0].fold_batch_norm(sequence[1])
-                sequence[1] = nn.Identity()
+        for sequence in self._laterals():
+            sequence[0].fold_batch_norm(sequence[1])
+            sequence[1] = nn.Identity()
+
+    def _laterals(self) -> tuple[nn.Sequential, ...]:
+        """The first cell's 1×1 convolutions (each with its batch norm) that bring backbone features in."""
+        return (self.p3_down_channel, self.p4_down_channel, self.p5_down_channel,
+                self.p4_down_channel_2, self.p5_down_channel_2, self.p5_to_p6) if self.first else ()
 
     def use_fused_kernels(self) -> None:
-        """The separable convolutions as oneDNN kernels (after folding); the laterals stay PyTorch's (no gain measured)."""
+        """The separable and lateral convolutions as fused kernels (after folding)."""
         for block in self.children():
             if isinstance(block, SeparableConvBlock):
                 block.use_fused_kernels()
+        for sequence in self._laterals():
+            if not isinstance(sequence[1], nn.Identity):
+                raise RuntimeError("fold the batch norms before fusing kernels")
+            sequence[0] = sequence[0].fused()
+
+    def fix_fusion_weights(self) -> None:
+        """Inference: each fusion's normalised weights computed once, as numbers, rather than on every call."""
+        self.fixed_fusion_weights = {name: normalised_fusion_weights(weight).tolist()
+                                     for name, weight in self.named_parameters(recurse=False)}
 
     def _fuse(self, name: str, inputs: list[torch.Tensor]) -> torch.Tensor:
-        if self.weighted:
-            weight = F.relu(getattr(self, name))
-            weight = weight / (torch.sum(weight, dim=0) + FUSION_EPS)
-            fused = weight[0] * inputs[0]
-            for w, x in zip(weight[1:], inputs[1:]):
-                fused = fused + w * x
+        if not self.weighted:
+            fused = inputs[0] + inputs[1]
+            for x in inputs[2:]:
+                fused += x
+        elif self.fixed_fusion_weights:
+            weights = self.fixed_fusion_weights[name]
+            fused = inputs[0] * weights[0]
+            for w, x in zip(weights[1:], inputs[1:]):
+                fused.add_(x, alpha=w)
         else:
-            fused = inputs[0]
-            for x in inputs[1:]:
-                fused = fused + x
-        return F.silu(fused)
+            weights = normalised_fusion_weights(getattr(self, name))
+            fused = weights[0] * inputs[0]
+            for w, x in zip(weights[1:], inputs[1:]):
+                fused = fused + w * x
+        return F.silu(fused, inplace=True)
 
     def _inputs(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         if not self.first:

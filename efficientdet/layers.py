@@ -35,6 +35,18 @@ def onednn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 
 
+def pixel_rows(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) → (N, H·W, C): a view of a channels-last tensor, no copy."""
+    n, c, h, w = x.shape
+    return x.permute(0, 2, 3, 1).reshape(n, h * w, c)
+
+
+# A 1×1 convolution with at most this many multiply-adds runs as one matrix product: oneDNN's fixed cost per
+# call (~30 µs on the bench machine) outweighs its speed on small pyramid levels, and the crossover
+# measured there lies between 7 and 13 M multiply-adds.
+SMALL_POINTWISE_MACS = 8 * 2**20
+
+
 class OneDNNConv2d(nn.Module):
     """A "same"-padded convolution (optionally followed by SiLU) as one oneDNN kernel; CPU float32 only.
 
@@ -42,7 +54,9 @@ class OneDNNConv2d(nn.Module):
     TensorFlow pads a stride-2 convolution of an even-sized input one more pixel after than before.
     Instead of copying the input into a padded tensor, the kernel is grown by a leading row and
     column of zeros, which makes the padding symmetric: the same sums, without the copy.
-    Weights are reordered into oneDNN's blocked layout once per input shape, not on every call.
+    Padding and weights reordered into oneDNN's blocked layout are worked out once per input shape, not on
+    every call. A small 1×1 convolution (see SMALL_POINTWISE_MACS) runs as a matrix product over the
+    channels-last pixels instead.
     """
 
     def __init__(self, conv: nn.Conv2d, silu: bool) -> None:
@@ -53,34 +67,81 @@ class OneDNNConv2d(nn.Module):
                                          requires_grad=False) if conv.stride[0] > 1 else None
         self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
         self.kernel, self.stride, self.groups = conv.kernel_size[0], conv.stride[0], conv.groups
+        self.strides = [self.stride] * 2
+        self.silu = silu
         self.attr = "swish" if silu else "none"
-        self._packed: dict[tuple, torch.Tensor] = {}
+        pointwise = self.kernel == 1 and self.stride == 1 and self.groups == 1
+        self.matrix = nn.Parameter(weight.reshape(weight.shape[0], -1).t().contiguous(),
+                                   requires_grad=False) if pointwise else None
+        self._plans: dict[torch.Size, tuple] = {}
 
     @property
     def packed_shapes(self) -> list[tuple]:
-        """The input shapes whose weights are already packed."""
-        return [shape for _, shape in self._packed]
+        """The input shapes whose kernels are already chosen (and weights packed)."""
+        return list(self._plans)
 
-    def _packed_weight(self, weight: torch.Tensor, grown: bool, padding: list[int], shape: torch.Size) -> torch.Tensor:
-        key = (grown, tuple(shape))
-        packed = self._packed.get(key)
-        if packed is None:
-            packed = torch.ops.mkldnn._reorder_convolution_weight(
-                weight, padding, [self.stride] * 2, [1, 1], self.groups, list(shape))
-            self._packed[key] = packed
-        return packed
+    def _plan(self, shape: torch.Size) -> tuple[tuple[int, ...] | None, list[int], torch.Tensor | None]:
+        """For inputs of this shape: (explicit padding or None, the kernel's padding, the packed weight or
+        None for a matrix product)."""
+        if self.matrix is not None and shape.numel() * self.matrix.shape[1] <= SMALL_POINTWISE_MACS:
+            return None, [0, 0], None
+        top, bottom, left, right = (*same_padding(shape[-2], self.kernel, self.stride),
+                                    *same_padding(shape[-1], self.kernel, self.stride))
+        weight, explicit = self.weight, None
+        if (top, left) == (bottom - 1, right - 1) and self.grown_weight is not None:
+            weight, top, left = self.grown_weight, bottom, right
+        elif top != bottom or left != right:
+            explicit, top, left = (left, right, top, bottom), 0, 0
+            shape = (*shape[:-2], shape[-2] + explicit[2] + explicit[3], shape[-1] + explicit[0] + explicit[1])
+        packed = torch.ops.mkldnn._reorder_convolution_weight(
+            weight, [top, left], [self.stride] * 2, [1, 1], self.groups, list(shape))
+        return explicit, [top, left], packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        top, bottom, left, right = same_padding_2d(x, self.kernel, self.stride)
-        grown = (top, left) == (bottom - 1, right - 1) and self.grown_weight is not None
-        if grown:
-            top, left = bottom, right
-        elif top != bottom or left != right:
-            x = F.pad(x, (left, right, top, bottom))
-            top = left = 0
-        weight = self._packed_weight(self.grown_weight if grown else self.weight, grown, [top, left], x.shape)
+        plan = self._plans.get(x.shape)
+        if plan is None:
+            plan = self._plans[x.shape] = self._plan(x.shape)
+        explicit, padding, weight = plan
+        if weight is None:
+            return self._matrix_product(x)
+        if explicit is not None:
+            x = F.pad(x, explicit)
         return torch.ops.mkldnn._convolution_pointwise(
-            x, weight, self.bias, [top, left], [self.stride] * 2, [1, 1], self.groups, self.attr, [], "")
+            x, weight, self.bias, padding, self.strides, [1, 1], self.groups, self.attr, [], "")
+
+    def _matrix_product(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        rows = pixel_rows(x).reshape(n * h * w, -1)
+        out = torch.mm(rows, self.matrix) if self.bias is None else torch.addmm(self.bias, rows, self.matrix)
+        if self.silu:
+            F.silu(out, inplace=True)
+        return out.reshape(n, h, w, -1).permute(0, 3, 1, 2)
+
+
+class GatedPointwiseConv(nn.Module):
+    """conv(gate · x) for a 1×1 convolution and a gate per image and input channel, without writing gate · x:
+    the gate scales the (C_in × C_out) weights instead, and the convolution is one batched matrix product over
+    the channels-last pixels. A residual, when given, is added in the same product."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        if conv.kernel_size != (1, 1) or conv.stride != (1, 1) or conv.groups != 1:
+            raise ValueError("only a plain 1×1 convolution can take a gate")
+        out_channels, in_channels = conv.weight.shape[:2]
+        self.weight = nn.Parameter(conv.weight.detach().reshape(out_channels, in_channels).t().contiguous(),
+                                   requires_grad=False)
+        bias = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(out_channels)
+        self.bias = nn.Parameter(bias, requires_grad=False)
+
+    def forward(self, x: torch.Tensor, gate: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """x (N, C_in, H, W), gate (N, C_in), residual (N, C_out, H, W) or None → (N, C_out, H, W) channels-last."""
+        n, _, h, w = x.shape
+        weight = gate.unsqueeze(2) * self.weight
+        if residual is None:
+            out = torch.baddbmm(self.bias.reshape(1, 1, -1), pixel_rows(x), weight)
+        else:
+            out = torch.baddbmm(pixel_rows(residual), pixel_rows(x), weight).add_(self.bias)
+        return out.reshape(n, h, w, -1).permute(0, 3, 1, 2)
 
 
 class SameConv2d(nn.Module):
@@ -104,6 +165,10 @@ class SameConv2d(nn.Module):
         """This convolution (and the SiLU after it when `silu`) as one oneDNN kernel."""
         return OneDNNConv2d(self.conv, silu)
 
+    def gated(self) -> GatedPointwiseConv:
+        """This 1×1 convolution applied to per-channel gated inputs, the gate folded into its weights."""
+        return GatedPointwiseConv(self.conv)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.conv
         kernel, stride = conv.kernel_size[0], conv.stride[0]
@@ -123,6 +188,14 @@ class SameMaxPool2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         top, bottom, left, right = same_padding_2d(x, self.kernel_size, self.stride)
+        if (top, left, bottom, right) == (0, 0, 1, 1) and min(x.shape[-2:]) >= self.kernel_size:
+            # Even sizes: only the last window of each row and column reaches the one zero of padding after
+            # the input, so pool without copying into a padded tensor (ceil_mode keeps that last window) and
+            # let the zero count there instead. The same values, one copy fewer.
+            pooled = F.max_pool2d(x, self.kernel_size, self.stride, ceil_mode=True)
+            pooled[..., -1, :].clamp_(min=0)
+            pooled[..., :, -1].clamp_(min=0)
+            return pooled
         return F.max_pool2d(F.pad(x, (left, right, top, bottom)), self.kernel_size, self.stride)
 
 

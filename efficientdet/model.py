@@ -37,6 +37,11 @@ class EfficientDet(nn.Module):
         self.regressor = self.regressor.folded()
         self.classifier = self.classifier.folded()
 
+    def fix_fusion_weights(self) -> None:
+        """Compute the BiFPN's normalised fusion weights once (inference only)."""
+        for cell in self.bifpn:
+            cell.fix_fusion_weights()
+
     def use_fused_kernels(self) -> None:
         """After folding: convolutions as oneDNN kernels with their SiLU fused in (CPU, float32)."""
         self.backbone_net.use_fused_kernels()

@@ -3,6 +3,7 @@ rounding). Each module offers its own rewrite; this only orders them.
 
 - every batch norm folded into the convolution before it (per pyramid level in the heads, whose
   convolutions are shared across levels but whose batch norms are not);
+- the BiFPN's fusion weights normalised once;
 - weights and activations in channels-last layout;
 - on CPU in float32, convolutions run as oneDNN kernels with the SiLU that follows them fused in.
 """
@@ -29,6 +30,7 @@ def optimize_for_inference(model: EfficientDet, device: torch.device, dtype: tor
     """Folded batch norms, channels-last, and fused oneDNN kernels on CPU float32; on CUDA, cuDNN
     autotuning (process-wide), which pays because the canvas size is fixed."""
     model = fold_all_batch_norms(model).to(device, dtype, memory_format=torch.channels_last)
+    model.fix_fusion_weights()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     if device.type == "cpu" and dtype == torch.float32 and onednn_available():
