@@ -71,11 +71,15 @@ def bench_latency(modes: dict[str, Detector], rounds: int, image: np.ndarray, ba
         for _ in range(3):
             detector.detect([image])
     samples: dict[str, list[float]] = {name: [] for name in modes}
+    stages: dict[str, dict[str, list[float]]] = {name: {} for name in modes}
     for _ in range(rounds):
         for name, detector in modes.items():
+            timings: dict[str, float] = {}
             start = time.perf_counter()
-            detector.detect([image])
+            detector.detect([image], timings=timings)
             samples[name].append(time.perf_counter() - start)
+            for stage, seconds in timings.items():
+                stages[name].setdefault(stage, []).append(seconds)
     batched = f"fast, {batch} images per forward pass"
     samples[batched] = []
     modes["fast"].detect([image] * batch)
@@ -84,6 +88,8 @@ def bench_latency(modes: dict[str, Detector], rounds: int, image: np.ndarray, ba
         modes["fast"].detect([image] * batch)
         samples[batched].append((time.perf_counter() - start) / batch)
     results = {name: {"p50_ms": 1000 * percentile(s, 50), "p95_ms": 1000 * percentile(s, 95)} for name, s in samples.items()}
+    for name, per_stage in stages.items():
+        results[name]["stages_p50_ms"] = {stage: 1000 * percentile(s, 50) for stage, s in per_stage.items()}
     results["speedup_p50"] = results["plain eager"]["p50_ms"] / results["fast"]["p50_ms"]
     return results
 
@@ -173,11 +179,19 @@ def markdown(results: dict) -> str:
     latency = results["latency"]
     lines = [f"Machine: {results['machine']}; EfficientDet-D{results['coef']}, input {results['input_size']}, "
              f"{'checkpoint ' + results['checkpoint'] if results['checkpoint'] else 'untrained weights'}.", "",
-             "| per image, decoded image → detections | p50 ms | p95 ms |", "| --- | --- | --- |"]
+             "| per image, decoded image → detections | p50 ms | p95 ms | pre-process p50 ms | network p50 ms "
+             "| NMS p50 ms |", "| --- | --- | --- | --- | --- | --- |"]
     for name, row in latency.items():
         if isinstance(row, dict):
-            lines.append(f"| {name} | {row['p50_ms']:.1f} | {row['p95_ms']:.1f} |")
-    lines.append(f"| **fast ÷ plain speed-up (p50)** | **{latency['speedup_p50']:.2f}×** | |")
+            stages = row.get("stages_p50_ms", {})
+            lines.append(f"| {name} | {row['p50_ms']:.1f} | {row['p95_ms']:.1f} | "
+                         + " | ".join(f"{stages[s]:.1f}" if s in stages else "" for s in ("preprocess", "network", "nms"))
+                         + " |")
+    plain, fast = latency["plain eager"], latency["fast"]
+    stage_ratios = " | ".join(f"{fast['stages_p50_ms'][s] / plain['stages_p50_ms'][s]:.2f}"
+                              for s in ("preprocess", "network", "nms"))
+    lines.append(f"| **fast ÷ plain (p50)** | **{1 / latency['speedup_p50']:.2f}** "
+                 f"(speed-up {latency['speedup_p50']:.2f}×) | | {stage_ratios} |")
     server = results.get("server")
     if server:
         lines += ["", "| served endpoint (S3 on loopback) | request p50 ms | request p95 ms | images/s |",

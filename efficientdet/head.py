@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import nn
 
-from .layers import SeparableConvBlock, batch_norm
+from .layers import SeparableConvBlock, SeparableConvInto, batch_norm
 
 
 def per_anchor(feature: torch.Tensor, outputs_per_anchor: int) -> torch.Tensor:
@@ -62,17 +62,31 @@ class FoldedPredictionHead(nn.Module):
         self.act = nn.SiLU()
 
     def use_fused_kernels(self) -> None:
-        """Every convolution as a oneDNN kernel, the SiLU after each level convolution fused in."""
+        """Every convolution as a fused kernel, the SiLU after each level convolution fused in; the header
+        writes each level's outputs into their place in the result instead of concatenating them."""
         for convs in self.level_convs:
             for block in convs:
                 block.use_fused_kernels(silu=True)
-        self.header.use_fused_kernels()
+        self.header = self.header.fused_into()
         self.act = nn.Identity()
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        if isinstance(self.header, SeparableConvInto):
+            return self._forward_into(features)
         outputs = []
         for feature, convs in zip(features, self.level_convs):
             for conv in convs:
                 feature = self.act(conv(feature))
             outputs.append(per_anchor(self.header(feature), self.outputs_per_anchor))
         return torch.cat(outputs, dim=1)
+
+    def _forward_into(self, features: list[torch.Tensor]) -> torch.Tensor:
+        pixels = [feature.shape[-2] * feature.shape[-1] for feature in features]
+        out = features[0].new_empty(features[0].shape[0], sum(pixels), self.header.matrix.shape[1])
+        start = 0
+        for feature, convs, count in zip(features, self.level_convs, pixels):
+            for conv in convs:
+                feature = conv(feature)
+            self.header(feature, out[:, start:start + count])
+            start += count
+        return out.reshape(out.shape[0], -1, self.outputs_per_anchor)
