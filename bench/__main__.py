@@ -7,7 +7,6 @@ shared and noisy, so absolute numbers move between runs more than ratios do.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -19,24 +18,23 @@ import numpy as np
 import requests
 import torch
 from PIL import Image
-from torchvision.ops import box_iou
 
 from deploy.model_dir import local_checkpoint
-from efficientdet import Detection, Detector, EfficientDet, get_config
+from efficientdet import Detector, EfficientDet, get_config
+from efficientdet.preprocess import letterbox, letterbox_tensor
 from efficientdet.untrained import untrained_state_dict
 from localrun.ports import free_port
 from localrun.s3server import SeaweedS3
 from localrun.serve import ModelServer
 from request_handling.images import decode_image
 
+from .samples import FRAME_SIZES, SAMPLE, partners_found, video_frame
 from .servers import bench_servers, servers_markdown
 from .timing import percentile, timed_load
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "samples" / "coffee.jpg"
 BUCKET = "videoblocks-ml"
 KEY_PREFIX = "bench/frame-"
-FRAME_SIZES = ((1920, 1080), (3840, 2160))
 
 
 def default_checkpoint(coef: int) -> str | None:
@@ -94,22 +92,23 @@ def bench_latency(modes: dict[str, Detector], rounds: int, image: np.ndarray, ba
     return results
 
 
-def video_frame(width: int, height: int) -> bytes:
-    """The sample photograph scaled up to a video frame size, as a JPEG of quality 90."""
-    out = io.BytesIO()
-    Image.open(SAMPLE).resize((width, height), Image.Resampling.BICUBIC).save(out, "JPEG", quality=90)
-    return out.getvalue()
-
-
-def partners_found(full: list[Detection], reduced: list[Detection], min_score: float = 0.25) -> tuple[int, int]:
-    """(how many of, out of) the full decode's detections scoring ≥ min_score have a same-class partner at IoU ≥ 0.5."""
-    wanted = [d for d in full if d.score >= min_score]
-    found = 0
-    for d in wanted:
-        partners = [r.box for r in reduced if r.class_id == d.class_id]
-        if partners and float(box_iou(torch.tensor([d.box]), torch.tensor(partners)).max()) >= 0.5:
-            found += 1
-    return found, len(wanted)
+def bench_letterbox(size: int, rounds: int) -> dict:
+    """(e) the CPU letterbox, OpenCV (the CPU path's) against torch (the GPU path's, here on CPU), per image size."""
+    results = {}
+    for width, height in ((600, 400), FRAME_SIZES[0]):
+        image = np.asarray(Image.open(SAMPLE).convert("RGB").resize((width, height)))
+        canvas = torch.empty(3, size, size)
+        modes = {"OpenCV": lambda image=image: letterbox(image, size),
+                 "torch": lambda image=image, canvas=canvas: letterbox_tensor(torch.tensor(image).permute(2, 0, 1),
+                                                                              size, canvas)}
+        samples: dict[str, list[float]] = {name: [] for name in modes}
+        for _ in range(rounds + 2):
+            for name, call in modes.items():
+                start = time.perf_counter()
+                call()
+                samples[name].append(time.perf_counter() - start)
+        results[f"{width}x{height}"] = {name: 1000 * percentile(s[2:], 50) for name, s in samples.items()}
+    return results
 
 
 def bench_reduced_decode(detector: Detector, rounds: int) -> dict:
@@ -215,6 +214,11 @@ def markdown(results: dict) -> str:
             found, wanted = row["partners_found"]
             lines.append(f"| {frame} frame | {row['full decode']['p50_ms']:.1f} | "
                          f"{row['reduced decode']['p50_ms']:.1f} | {row['speedup_p50']:.2f}× | {found} of {wanted} |")
+    if results.get("letterbox"):
+        lines += ["", "| CPU letterbox, p50 ms | OpenCV (the CPU path) | torch (the GPU path, here on CPU) |",
+                  "| --- | --- | --- |"]
+        for size, row in results["letterbox"].items():
+            lines.append(f"| {size} image | {row['OpenCV']:.2f} | {row['torch']:.2f} |")
     return "\n".join(lines)
 
 
@@ -241,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                "checkpoint": args.checkpoint, "latency": bench_latency(modes, args.rounds, image, args.batch)}
     if args.rounds_extras:
         results["reduced_decode"] = bench_reduced_decode(modes["fast"], args.rounds_extras)
+        results["letterbox"] = bench_letterbox(modes["fast"].input_size, 4 * args.rounds_extras)
     if not args.skip_server:
         results["server"] = bench_server(args.coef, args.checkpoint, args.server_rounds, args.batch)
     if not args.skip_server and not args.skip_servers:

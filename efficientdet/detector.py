@@ -14,10 +14,11 @@ import torch
 from .anchors import AnchorCache
 from .boxes import select_batch_detections, select_detections, to_image_pixels
 from .config import DEFAULT_ANCHOR_RATIOS, DEFAULT_ANCHOR_SCALES, validate_input_size
+from .graphs import GraphedNetwork
 from .labels import COCO_LABELS
 from .model import EfficientDet
 from .optimize import optimize_for_inference
-from .preprocess import Letterbox, letterbox
+from .preprocess import Letterbox, letterbox, letterbox_tensor
 from .weights import build_from_state_dict, load_state_dict
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,8 @@ class Detector:
     def __init__(self, model: EfficientDet, *, input_size: int | None = None, labels: Sequence[str] | None = None,
                  anchor_scales: Sequence[float] | None = None,
                  anchor_ratios: Sequence[tuple[float, float]] | None = None,
-                 device: str | torch.device = "cpu", half: bool = False, fast: bool = True) -> None:
+                 device: str | torch.device = "cpu", half: bool = False, fast: bool = True,
+                 cuda_graphs: bool = True) -> None:
         config = model.config
         self.config = config
         self.input_size = validate_input_size(config, input_size or config.input_size)
@@ -66,15 +68,18 @@ class Detector:
         model = model.eval()
         self.model = optimize_for_inference(model, self.device, self.dtype) if fast else model.to(self.device, self.dtype)
         self.memory_format = torch.channels_last if fast else torch.contiguous_format
+        self.cuda_graphs = cuda_graphs and fast and self.device.type == "cuda"
+        self.graphed: GraphedNetwork | None = None
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, compound_coef: int = 0, *, device: str | torch.device = "cpu",
                         half: bool = False, input_size: int | None = None, labels: Sequence[str] | None = None,
                         anchor_scales: Sequence[float] | None = None,
-                        anchor_ratios: Sequence[tuple[float, float]] | None = None, fast: bool = True) -> Detector:
+                        anchor_ratios: Sequence[tuple[float, float]] | None = None, fast: bool = True,
+                        cuda_graphs: bool = True) -> Detector:
         model = build_from_state_dict(load_state_dict(path), compound_coef)
         return cls(model, input_size=input_size, labels=labels, anchor_scales=anchor_scales,
-                   anchor_ratios=anchor_ratios, device=device, half=half, fast=fast)
+                   anchor_ratios=anchor_ratios, device=device, half=half, fast=fast, cuda_graphs=cuda_graphs)
 
     @property
     def name(self) -> str:
@@ -84,34 +89,88 @@ class Detector:
     def num_classes(self) -> int:
         return len(self.labels)
 
-    def preprocess(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, list]:
-        """Letterbox RGB uint8 images into one (N, 3, S, S) batch on the model's device."""
+    def preprocess(self, images: Sequence[np.ndarray | torch.Tensor]) -> tuple[torch.Tensor, list[Letterbox]]:
+        """Letterbox RGB uint8 images, (H, W, 3) arrays or (3, H, W) tensors, into one (N, 3, S, S) batch on the
+        model's device. On CPU, arrays are letterboxed by OpenCV (faster there, measured); on a GPU, and for
+        tensors, the uint8 pixels go to the device and are letterboxed there by torch, with the same rule."""
+        if self.device.type == "cpu" and all(isinstance(image, np.ndarray) for image in images):
+            size = self.input_size
+            canvases = np.empty((len(images), size, size, 3), dtype=np.float32)
+            boxes = [letterbox(image, size, out=canvas)[1] for image, canvas in zip(images, canvases)]
+            batch = torch.from_numpy(canvases).permute(0, 3, 1, 2)
+            return batch.to(self.dtype).contiguous(memory_format=self.memory_format), boxes
+        return self._preprocess_on_device(images)
+
+    def _preprocess_on_device(self, images: Sequence[np.ndarray | torch.Tensor]) -> tuple[torch.Tensor, list[Letterbox]]:
         size = self.input_size
-        canvases = np.empty((len(images), size, size, 3), dtype=np.float32)
-        boxes = [letterbox(image, size, out=canvas)[1] for image, canvas in zip(images, canvases)]
-        batch = torch.from_numpy(canvases).permute(0, 3, 1, 2)
-        batch = batch.to(self.device, self.dtype, non_blocking=True).contiguous(memory_format=self.memory_format)
+        batch = torch.empty(len(images), 3, size, size, device=self.device, dtype=self.dtype,
+                            memory_format=self.memory_format)
+        boxes = []
+        for image, canvas in zip(images, batch):
+            if isinstance(image, np.ndarray):
+                image = self._upload(image)
+            boxes.append(letterbox_tensor(image.to(self.device), size, canvas))
         return batch, boxes
+
+    def _upload(self, image: np.ndarray) -> torch.Tensor:
+        """An (H, W, 3) uint8 array as a (3, H, W) tensor on the device, through page-locked memory to a GPU
+        (so that the copy runs without the host waiting for it)."""
+        if self.device.type != "cuda":
+            return torch.tensor(image).permute(2, 0, 1)
+        pixels = torch.empty(image.shape, dtype=torch.uint8, pin_memory=True)
+        pixels.numpy()[...] = image
+        return pixels.to(self.device, non_blocking=True).permute(2, 0, 1)
 
     def warm_up(self, batch_sizes: Iterable[int] = (1,)) -> None:
         """One forward pass per batch size on a blank canvas, so that kernels are chosen and weights
-        packed before the first image arrives rather than during it."""
+        packed before the first image arrives rather than during it; with CUDA graphs, each batch size's
+        graph is captured here, and later batches are padded up to the next captured size."""
         size = self.input_size
+        blank = torch.zeros(1, 3, size, size, device=self.device, dtype=self.dtype)
+        blank = blank.contiguous(memory_format=self.memory_format)
+        if self.cuda_graphs:
+            self.graphed = GraphedNetwork(self.model, blank, batch_sizes)
+            return
         for count in sorted(set(batch_sizes)):
-            blank = torch.zeros(count, 3, size, size, device=self.device, dtype=self.dtype)
-            self.forward(blank.contiguous(memory_format=self.memory_format))
+            self.forward(blank.expand(count, -1, -1, -1).contiguous(memory_format=self.memory_format))
 
     def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(regression, class logits, anchors) for a preprocessed batch; anchors are float32 in any dtype."""
-        with torch.inference_mode():
-            regression, class_logits = self.model(batch)
+        if self.graphed is not None and batch.shape[-1] == self.input_size:
+            regression, class_logits = self.graphed(batch)
+        else:
+            with torch.inference_mode():
+                regression, class_logits = self.model(batch)
         return regression, class_logits, self.anchors.get(batch.shape[-1], batch.device)
 
-    def detect(self, images: Sequence[np.ndarray], score_threshold: float | Sequence[float] = 0.2,
+    def postprocess(self, regression: torch.Tensor, class_logits: torch.Tensor, anchors: torch.Tensor,
+                    placements: Sequence[Letterbox], score_thresholds: Sequence[float],
+                    iou_thresholds: Sequence[float], limits: Sequence[int]) -> list[list[Detection]]:
+        """Detections per image from the network's outputs: thresholds, class-aware NMS, boxes in image pixels."""
+        results = []
+        with torch.inference_mode():
+            if self.device.type == "cuda":  # a few launches for the batch; on CPU the per-image loop is faster
+                selected = select_batch_detections(class_logits, regression, anchors, self.input_size,
+                                                   score_thresholds, iou_thresholds)
+            else:
+                selected = [select_detections(class_logits[i], regression[i], anchors, self.input_size,
+                                              score_thresholds[i], iou_thresholds[i]) for i in range(len(placements))]
+            for placement, limit, (boxes, scores, classes) in zip(placements, limits, selected):
+                boxes, non_empty = to_image_pixels(boxes, placement.scale_x, placement.scale_y,
+                                                   placement.width, placement.height)
+                kept = torch.nonzero(non_empty).squeeze(1)[:limit]
+                results.append([
+                    Detection(c, self.labels[c], s, tuple(b))
+                    for b, s, c in zip(boxes[kept].tolist(), scores[kept].tolist(), classes[kept].tolist())
+                ])
+        return results
+
+    def detect(self, images: Sequence[np.ndarray | torch.Tensor], score_threshold: float | Sequence[float] = 0.2,
                iou_threshold: float | Sequence[float] = 0.2, max_detections: int | Sequence[int] = 100,
                timings: dict[str, float] | None = None,
                full_sizes: Sequence[tuple[int, int]] | None = None) -> list[list[Detection]]:
-        """Detections per image (RGB uint8 arrays of any sizes), sorted by score, boxes in image pixels.
+        """Detections per image (RGB uint8 (H, W, 3) arrays or (3, H, W) tensors, e.g. decoded on the GPU, of any
+        sizes), sorted by score, boxes in image pixels.
 
         Thresholds may be one value or one per image. `timings` receives seconds per stage.
         `full_sizes` gives each image's (width, height) before a reduced decode: boxes come back in
@@ -128,27 +187,14 @@ class Detector:
         if full_sizes is not None:
             placements = [Letterbox(width, height, p.resized_width, p.resized_height)
                           for p, (width, height) in zip(placements, full_sizes, strict=True)]
+        if self.device.type == "cuda" and timings is not None:  # so that each stage's time is its own
+            torch.cuda.synchronize(self.device)
         preprocessed = time.perf_counter()
         regression, class_logits, anchors = self.forward(batch)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         network = time.perf_counter()
-        results = []
-        with torch.inference_mode():
-            if self.device.type == "cuda":  # a few launches for the batch; on CPU the per-image loop is faster
-                selected = select_batch_detections(class_logits, regression, anchors, self.input_size, thresholds,
-                                                   ious)
-            else:
-                selected = [select_detections(class_logits[i], regression[i], anchors, self.input_size, thresholds[i],
-                                              ious[i]) for i in range(count)]
-            for i, (placement, (boxes, scores, classes)) in enumerate(zip(placements, selected)):
-                boxes, non_empty = to_image_pixels(boxes, placement.scale_x, placement.scale_y,
-                                                   placement.width, placement.height)
-                kept = torch.nonzero(non_empty).squeeze(1)[:limits[i]]
-                results.append([
-                    Detection(c, self.labels[c], s, tuple(b))
-                    for b, s, c in zip(boxes[kept].tolist(), scores[kept].tolist(), classes[kept].tolist())
-                ])
+        results = self.postprocess(regression, class_logits, anchors, placements, thresholds, ious, limits)
         done = time.perf_counter()
         if timings is not None:
             timings["preprocess"] = timings.get("preprocess", 0.0) + preprocessed - clock

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -60,3 +62,25 @@ def letterbox(image: np.ndarray, size: int, out: np.ndarray | None = None) -> tu
     rows -= np.tile(MEAN, resized_width)
     rows /= np.tile(STD, resized_width)
     return canvas, Letterbox(width, height, resized_width, resized_height)
+
+
+def letterbox_tensor(image: torch.Tensor, size: int, out: torch.Tensor) -> Letterbox:
+    """Letterbox an RGB uint8 (3, H, W) tensor into `out`, a (3, size, size) tensor on the same device in any
+    float dtype and memory format, with torch ops: for images already on the GPU (decoded there, or uploaded
+    as uint8, a quarter of the bytes of float32).
+
+    The same rule as `letterbox`: bilinear resizing of the float32 pixels with half-pixel centres and no
+    antialiasing (what cv2.resize INTER_LINEAR does), then the ImageNet normalisation, zeros elsewhere.
+    """
+    _, height, width = image.shape
+    resized_width, resized_height = letterbox_size(width, height, size)
+    pixels = image.unsqueeze(0).float()
+    if (resized_width, resized_height) != (width, height):
+        pixels = F.interpolate(pixels, size=(resized_height, resized_width), mode="bilinear", align_corners=False,
+                               antialias=False)
+    mean = torch.from_numpy(MEAN).to(pixels.device).reshape(3, 1, 1)
+    std = torch.from_numpy(STD).to(pixels.device).reshape(3, 1, 1)
+    out[:, resized_height:] = 0
+    out[:, :resized_height, resized_width:] = 0
+    out[:, :resized_height, :resized_width] = pixels[0].div_(255).sub_(mean).div_(std)
+    return Letterbox(width, height, resized_width, resized_height)

@@ -18,15 +18,23 @@ import torch
 
 from efficientdet import Detection, Detector
 
-from . import s3
 from .bodies import MAX_DETECTIONS_LIMIT, ImageRequest
 from .errors import RequestError, bad_request, forbidden, timed_out, too_large
-from .images import DecodedImage, decode_image
+from .images import DecodedImage, decode_image, decode_jpegs_on_device, jpeg_for_device
 from .settings import Settings
 
 log = logging.getLogger("efficientdet.serving")
 
 UNTRAINED_WARNING = "UNTRAINED WEIGHTS: detections are meaningless (offline demo checkpoint)"
+
+
+def warm_up_batch_sizes(batch_size: int, device: str) -> set[int]:
+    """The batch sizes warmed up at load: 1 and BATCH_SIZE; on a GPU also the powers of two between, each a
+    CUDA graph that a partial batch is padded up to."""
+    sizes = {1, batch_size}
+    if device == "cuda":
+        sizes |= {2 ** k for k in range(batch_size.bit_length()) if 2 ** k < batch_size}
+    return sizes
 
 
 @dataclass(frozen=True)
@@ -100,6 +108,9 @@ class DetectionService:
         self.detect_pool = ThreadPoolExecutor(max_workers=settings.parallel_batches, thread_name_prefix="detect")
         self._label_ids = {label: i for i, label in enumerate(detector.labels) if label}
         self._reduce_to = detector.input_size if settings.jpeg_reduced_decode else None
+        on_gpu = detector.device.type == "cuda"
+        self.device_jpeg_decode = not settings.jpeg_reduced_decode and (
+            on_gpu if settings.device_jpeg_decode is None else settings.device_jpeg_decode)
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike, settings: Settings) -> DetectionService:
@@ -113,9 +124,10 @@ class DetectionService:
         detector = Detector.from_checkpoint(
             checkpoint, settings.compound_coef, device=device, half=settings.use_float16,
             input_size=settings.input_size, labels=settings.labels,
-            anchor_scales=settings.anchor_scales, anchor_ratios=settings.anchor_ratios)
+            anchor_scales=settings.anchor_scales, anchor_ratios=settings.anchor_ratios,
+            cuda_graphs=settings.cuda_graphs)
         start = time.perf_counter()
-        detector.warm_up({1, settings.batch_size})
+        detector.warm_up(warm_up_batch_sizes(settings.batch_size, device))
         log.info("loaded %s from %s on %s (%s, input %d, %d torch threads), warmed up in %.2f s", detector.name,
                  checkpoint, device, detector.dtype, detector.input_size, settings.num_threads,
                  time.perf_counter() - start)
@@ -142,6 +154,8 @@ class DetectionService:
     def s3(self):
         """The service's S3 client, made at the first S3 read (so that a server that never reads S3 never
         looks for AWS credentials)."""
+        from . import s3  # boto3 is imported at the first S3 read: bodies with inline images never need it
+
         with self._s3_lock:
             if self._s3_client is None:
                 settings = self.settings
@@ -180,6 +194,8 @@ class DetectionService:
         """The request's image: its inline bytes or the S3 object (RequestError when S3 cannot give it)."""
         if request.image_bytes is not None:
             return request.image_bytes
+        from . import s3
+
         return s3.fetch_object(self.s3, request.bucket, request.key, self.settings.max_image_bytes)
 
     def _load(self, request: ImageRequest) -> Decoded:
@@ -190,8 +206,13 @@ class DetectionService:
             data = self.image_bytes(request)
             fetched = time.perf_counter()
             decoded.fetch_seconds = fetched - start
-            decoded.image = decode_image(data, self.settings.max_image_bytes, self.settings.max_image_pixels,
-                                         request.source or "request body", self._reduce_to)
+            source = request.source or "request body"
+            if self.device_jpeg_decode:  # only the header here: the batch's JPEGs are decoded together on the device
+                decoded.image = jpeg_for_device(data, self.settings.max_image_bytes, self.settings.max_image_pixels,
+                                                source)
+            if decoded.image is None:
+                decoded.image = decode_image(data, self.settings.max_image_bytes, self.settings.max_image_pixels,
+                                             source, self._reduce_to)
             decoded.decode_seconds = time.perf_counter() - fetched
         except RequestError as error:
             decoded.error = error
@@ -274,10 +295,36 @@ class DetectionService:
             _add_timings(timings, running.popleft().result())
         return Prediction(results, several, self.detector.name, self.settings.untrained, timings, batches)
 
+    def _decode_on_device(self, batch: list[tuple[ResolvedRequest, DecodedImage]],
+                          results: list[ImageResult | ImageFailure | None],
+                          timings: dict[str, float]) -> list[tuple[ResolvedRequest, DecodedImage]]:
+        """The batch with its JPEGs left for the device decoder decoded there, in one call; what that decoder
+        refuses is decoded on the CPU, and an image neither can decode fails in its place."""
+        waiting = [i for i, (_, image) in enumerate(batch) if image.pixels is None]
+        if not waiting:
+            return batch
+        start = time.perf_counter()
+        decoded = decode_jpegs_on_device([batch[i][1] for i in waiting], self.detector.device)
+        ready = list(batch)
+        for i, pixels in zip(waiting, decoded):
+            resolved, image = batch[i]
+            try:
+                ready[i] = (resolved, image._replace(pixels=pixels, jpeg=None) if pixels is not None else
+                            decode_image(image.jpeg, self.settings.max_image_bytes, self.settings.max_image_pixels,
+                                         resolved.request.source or "request body"))
+            except RequestError as error:
+                results[resolved.index] = ImageFailure(resolved.request.source, error)
+                ready[i] = None
+        timings["decode"] = time.perf_counter() - start
+        return [item for item in ready if item is not None]
+
     def _detect(self, batch: list[tuple[ResolvedRequest, DecodedImage]],
                 results: list[ImageResult | ImageFailure | None]) -> dict[str, float]:
         """Detect in one batch (on the detect pool or the caller), fill its results in, return its stage timings."""
         timings: dict[str, float] = {}
+        batch = self._decode_on_device(batch, results, timings)
+        if not batch:
+            return timings
         requests = [resolved for resolved, _ in batch]
         images = [image for _, image in batch]
         limits = [MAX_DETECTIONS_LIMIT if r.class_ids is not None else r.max_detections for r in requests]

@@ -32,6 +32,8 @@ class Settings:
     iou_threshold: float = 0.2
     max_detections: int = 100
     use_float16: bool = False
+    cuda_graphs: bool = True
+    device_jpeg_decode: bool | None = None  # None: on when the model runs on a GPU
     jpeg_reduced_decode: bool = False
     allowed_buckets: frozenset[str] = frozenset()
     max_image_bytes: int = 50_000_000
@@ -82,7 +84,7 @@ def _number(env: Mapping[str, str], name: str, default: float, low: float, high:
     return value
 
 
-def _boolean(env: Mapping[str, str], name: str, default: bool) -> bool:
+def _boolean(env: Mapping[str, str], name: str, default: bool | None) -> bool | None:
     raw = env.get(name, "").strip().lower()
     if not raw:
         return default
@@ -221,6 +223,8 @@ def load_settings(model_dir: str | os.PathLike, env: Mapping[str, str] = os.envi
         iou_threshold=_number(env, "DEFAULT_IOU_THRESHOLD", default.iou_threshold, 0.0, 1.0),
         max_detections=_integer(env, "DEFAULT_MAX_DETECTIONS", default.max_detections, 1),
         use_float16=_boolean(env, "USE_FLOAT16", default.use_float16),
+        cuda_graphs=_boolean(env, "CUDA_GRAPHS", default.cuda_graphs),
+        device_jpeg_decode=_boolean(env, "DEVICE_JPEG_DECODE", default.device_jpeg_decode),
         jpeg_reduced_decode=_boolean(env, "JPEG_REDUCED_DECODE", default.jpeg_reduced_decode),
         allowed_buckets=allowed_buckets(env),
         max_image_bytes=_integer(env, "MAX_IMAGE_BYTES", default.max_image_bytes, 1),

@@ -15,7 +15,7 @@ from conftest import REPO, SAMPLE_IMAGE, USER_BUCKET
 from images import video_frame
 from PIL import Image
 
-import request_handling.service
+import request_handling.s3
 from efficientdet import Detector
 from request_handling.bodies import ImageRequest
 from request_handling.service import DetectionService
@@ -39,7 +39,7 @@ def test_one_forward_pass_per_batch_overlapping_fetches_and_passes(reference, s3
     service = DetectionService(detector, Settings(batch_size=4, s3_max_concurrency=8, parallel_batches=2))
     forwards, fetches, lock = [], [], threading.Lock()
     fetches_meet, passes_meet = threading.Barrier(2, timeout=60), threading.Barrier(2, timeout=60)
-    real_forward, real_fetch = detector.forward, request_handling.service.s3.fetch_object
+    real_forward, real_fetch = detector.forward, request_handling.s3.fetch_object
 
     def meeting_forward(batch):
         with lock:
@@ -56,7 +56,7 @@ def test_one_forward_pass_per_batch_overlapping_fetches_and_passes(reference, s3
         return real_fetch(*args)
 
     monkeypatch.setattr(detector, "forward", meeting_forward)
-    monkeypatch.setattr(request_handling.service.s3, "fetch_object", meeting_fetch)
+    monkeypatch.setattr(request_handling.s3, "fetch_object", meeting_fetch)
     prediction = service.predict([ImageRequest(bucket=USER_BUCKET, key=k) for k in frames], several=True)
     assert forwards == [4, 4]
     assert [r.source for r in prediction.results] == [f"s3://{USER_BUCKET}/{k}" for k in frames]

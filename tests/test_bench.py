@@ -20,7 +20,8 @@ def run_bench(tmp_path, *args: str) -> tuple[str, dict]:
 def test_bench_compares_fast_and_plain_and_the_reduced_decode(reference, tmp_path):
     table, results = run_bench(tmp_path, "--checkpoint", str(reference / "efficientdet-d0.pth"), "--rounds", "2",
                                "--rounds-extras", "1")
-    assert "fast ÷ plain speed-up (p50)" in table and "3840x2160 frame" in table
+    assert "fast ÷ plain (p50)" in table and "3840x2160 frame" in table
+    assert set(results["latency"]["fast"]["stages_p50_ms"]) == {"preprocess", "network", "nms"}
     assert results["checkpoint"].endswith("efficientdet-d0.pth") and results["latency"]["speedup_p50"] > 0
     assert set(results["reduced_decode"]) == {"1920x1080", "3840x2160"}
 
@@ -29,3 +30,18 @@ def test_bench_times_any_coefficient(tmp_path):
     table, results = run_bench(tmp_path, "--coef", "1", "--untrained", "--rounds", "1", "--rounds-extras", "0")
     assert (results["coef"], results["input_size"], results["checkpoint"]) == (1, 640, None)
     assert "untrained weights" in table
+
+
+def test_gpu_bench_runs_without_a_server_or_s3(reference, tmp_path):
+    """`python -m bench.gpu` on CPU: the script's smoke test (its numbers are for a GPU)."""
+    out = tmp_path / "gpu.json"
+    result = subprocess.run([sys.executable, "-m", "bench.gpu", "--device", "cpu", "--coefs", "0", "--dtypes", "float32",
+                             "--graphs", "off", "--batch-sizes", "1", "2", "--rounds", "1", "--json", str(out)],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    results = json.loads(out.read_text())
+    [row] = results["configurations"].values()
+    assert set(row["batches"]) == {"1", "2"} and row["realtime"]["p50_ms"] > 0
+    assert set(row["batches"]["2"]["stages_p50_ms"]) == {"decode", "letterbox", "network", "post-processing"}
+    assert set(results["decoders"]) == {"quality 90", "quality 75"}
+    assert "CPU-decode detections found again" in result.stdout

@@ -164,14 +164,15 @@ def test_json_array_answers_an_array(toolkit):
 
 
 def test_fifty_requests_create_client_and_model_once(s3_server, untrained_model_dir, monkeypatch):
+    import request_handling.s3
     import request_handling.service
 
     loads, clients = [], []
     original = request_handling.service.DetectionService.load.__func__
     monkeypatch.setattr(request_handling.service.DetectionService, "load",
                         classmethod(lambda cls, *a: loads.append(a) or original(cls, *a)))
-    make_client = request_handling.service.s3.make_client
-    monkeypatch.setattr(request_handling.service.s3, "make_client", lambda *a: clients.append(a) or make_client(*a))
+    make_client = request_handling.s3.make_client
+    monkeypatch.setattr(request_handling.s3, "make_client", lambda *a: clients.append(a) or make_client(*a))
     for name, value in s3_server.env().items():
         monkeypatch.setenv(name, value)
     handler = Toolkit(untrained_model_dir)

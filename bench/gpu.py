@@ -1,0 +1,242 @@
+"""`python -m bench.gpu`: the GPU path stage by stage, on a bare GPU machine.
+
+Needs torch, torchvision, numpy, Pillow and OpenCV, plus the sagemaker-inference package for the handler's
+four functions (a pure-Python wheel) — no Java, TorchServe or S3. Per model configuration (coefficient ×
+float16/float32 × CUDA graphs on/off) it times:
+(a) cold start (model_fn: load, warm-up, graph capture) and the realtime path, a 1080p JPEG body → JSON
+    through input_fn, predict_fn and output_fn, p50/p95;
+(b) 1080p JPEG bytes → detections per batch size: decode (batched, on the device), letterbox, network,
+    post-processing, each stage timed to its end on the device, and images/s end to end;
+(c) peak GPU memory;
+and once: the device decoder against the CPU one (Pillow's libjpeg-turbo, what the reference and the CPU
+path use): time per frame, and the share of CPU-decode detections found again in the device decode's.
+`--device cpu` runs the same script on CPU, as a smoke test of the script: its numbers say nothing of a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from deploy.model_dir import assemble_model_dir
+from efficientdet import Detector
+from request_handling.images import decode_image, decode_jpegs_on_device, jpeg_for_device
+
+from .samples import partners_found, video_frame
+from .timing import percentile
+
+REPO = Path(__file__).resolve().parents[1]
+FRAME = (1920, 1080)
+LIMITS = (50_000_000, 100_000_000)
+DTYPES = {"float16": True, "float32": False}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(call: Callable[[], object], rounds: int, warm_up: int = 2) -> list[float]:
+    """Seconds per call, after `warm_up` untimed calls."""
+    for _ in range(warm_up):
+        call()
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def summary(samples: list[float]) -> dict:
+    return {"p50_ms": 1000 * percentile(samples, 50), "p95_ms": 1000 * percentile(samples, 95)}
+
+
+@contextmanager
+def environment(**values: str) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def bench_realtime(model_dir: Path, half: bool, graphs: bool, batch_sizes: list[int], rounds: int) -> dict:
+    """(a) model_fn's cold start, then a 1080p JPEG body → JSON through the four handler functions."""
+    import inference  # the toolkit's errors module: imported here so that --help works without it
+
+    body = video_frame(*FRAME)
+    with environment(USE_FLOAT16=str(half).lower(), CUDA_GRAPHS=str(graphs).lower(),
+                     BATCH_SIZE=str(max(batch_sizes))):
+        start = time.perf_counter()
+        service = inference.model_fn(str(model_dir))
+        cold = time.perf_counter() - start
+
+    def request() -> str:
+        prediction = inference.predict_fn(inference.input_fn(body, "image/jpeg"), service)
+        return inference.output_fn(prediction, "application/json")[0]
+
+    samples = timed(request, rounds, warm_up=3)
+    return {"cold_start_s": cold, "realtime": summary(samples), "service": service}
+
+
+def bench_batches(detector: Detector, batch_sizes: list[int], rounds: int) -> dict:
+    """(b) JPEG bytes → detections per batch size, each stage timed to its end on the device."""
+    device = detector.device
+    header = jpeg_for_device(video_frame(*FRAME), *LIMITS)
+    rows = {}
+    for size in batch_sizes:
+        headers = [header] * size
+        stages: dict[str, list[float]] = {"decode": [], "letterbox": [], "network": [], "post-processing": []}
+        totals = []
+        for round_ in range(rounds + 2):
+            clock = [time.perf_counter()]
+            pixels = decode_jpegs_on_device(headers, device)
+            synchronize(device)
+            clock.append(time.perf_counter())
+            batch, placements = detector.preprocess(pixels)
+            synchronize(device)
+            clock.append(time.perf_counter())
+            outputs = detector.forward(batch)
+            synchronize(device)
+            clock.append(time.perf_counter())
+            detector.postprocess(*outputs, placements, [0.2] * size, [0.2] * size, [100] * size)
+            clock.append(time.perf_counter())
+            if round_ >= 2:
+                for stage, start, end in zip(stages, clock, clock[1:]):
+                    stages[stage].append(end - start)
+                totals.append(clock[-1] - clock[0])
+        rows[str(size)] = {"stages_p50_ms": {stage: 1000 * percentile(s, 50) for stage, s in stages.items()},
+                           "batch_p50_ms": 1000 * percentile(totals, 50),
+                           "images_per_s": size / percentile(totals, 50)}
+    return rows
+
+
+def bench_decoders(detector: Detector, rounds: int) -> dict:
+    """The device decoder against Pillow's, on 1080p frames at quality 90 and 75: time and detections found again."""
+    results = {}
+    for quality in (90, 75):
+        data = video_frame(*FRAME, quality=quality)
+        header = jpeg_for_device(data, *LIMITS)
+        device_pixels = decode_jpegs_on_device([header], detector.device)[0]
+        cpu_pixels = decode_image(data, *LIMITS).pixels
+        on_device = detector.detect([device_pixels])[0]
+        on_cpu = detector.detect([cpu_pixels])[0]
+        difference = (device_pixels.permute(1, 2, 0).cpu().int() - torch.tensor(cpu_pixels).int()).abs()
+
+        def device_decode(header=header) -> None:
+            decode_jpegs_on_device([header], detector.device)
+            synchronize(detector.device)
+
+        results[f"quality {quality}"] = {
+            "device_decode": summary(timed(device_decode, rounds)),
+            "cpu_decode": summary(timed(lambda data=data: decode_image(data, *LIMITS), rounds)),
+            "pixels_max_difference": int(difference.max()), "pixels_mean_difference": float(difference.float().mean()),
+            "pixels_differing_share": float((difference > 0).float().mean()),
+            "cpu_detections_found_again": partners_found(on_cpu, on_device, min_score=0.2),
+        }
+    return results
+
+
+def gpu_memory_mb(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+
+
+def run(args: argparse.Namespace) -> dict:
+    device = torch.device(args.device)
+    results: dict = {"machine": machine(device), "date": time.strftime("%Y-%m-%d"), "configurations": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for coef in args.coefs:
+            checkpoint = args.checkpoint if coef == 0 and args.checkpoint else None
+            model_dir = assemble_model_dir(Path(tmp) / f"d{coef}", coef, checkpoint, read_only=False)
+            for dtype in args.dtypes:
+                for graphs in args.graphs:
+                    half = DTYPES[dtype] and device.type == "cuda"
+                    name = f"D{coef}, {'float16' if half else 'float32'}, CUDA graphs {'on' if graphs else 'off'}"
+                    if name in results["configurations"]:
+                        continue
+                    if device.type == "cuda":
+                        torch.cuda.reset_peak_memory_stats(device)
+                    row = bench_realtime(model_dir, half, graphs, args.batch_sizes, args.rounds)
+                    detector = row.pop("service").detector
+                    row["batches"] = bench_batches(detector, args.batch_sizes, args.rounds)
+                    row["peak_gpu_memory_mb"] = gpu_memory_mb(device)
+                    if coef == args.coefs[0] and "decoders" not in results:
+                        results["decoders"] = bench_decoders(detector, args.rounds)
+                    results["configurations"][name] = row
+                    print(f"{name}: realtime p50 {row['realtime']['p50_ms']:.1f} ms", flush=True)
+                    del detector
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+    return results
+
+
+def machine(device: torch.device) -> str:
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
+    return f"{card}, {platform.machine()}, torch {torch.__version__}"
+
+
+def markdown(results: dict) -> str:
+    lines = [f"Machine: {results['machine']}, {results['date']}.", "",
+             "| configuration | cold start s | realtime p50 ms | realtime p95 ms | peak GPU MB |", "| --- | --- | --- | --- | --- |"]
+    for name, row in results["configurations"].items():
+        memory = row["peak_gpu_memory_mb"]
+        lines.append(f"| {name} | {row['cold_start_s']:.1f} | {row['realtime']['p50_ms']:.1f} | "
+                     f"{row['realtime']['p95_ms']:.1f} | {'' if memory is None else f'{memory:.0f}'} |")
+    lines += ["", "| configuration | batch | decode ms | letterbox ms | network ms | post-processing ms | images/s |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, row in results["configurations"].items():
+        for size, batch in row["batches"].items():
+            stages = batch["stages_p50_ms"]
+            lines.append(f"| {name} | {size} | " + " | ".join(f"{stages[s]:.1f}" for s in stages)
+                         + f" | {batch['images_per_s']:.0f} |")
+    lines += ["", "| 1080p JPEG | device decode p50 ms | Pillow decode p50 ms | pixels differing | max / mean difference "
+                  "| CPU-decode detections found again |", "| --- | --- | --- | --- | --- | --- |"]
+    for name, row in results.get("decoders", {}).items():
+        found, wanted = row["cpu_detections_found_again"]
+        lines.append(f"| {name} | {row['device_decode']['p50_ms']:.1f} | {row['cpu_decode']['p50_ms']:.1f} | "
+                     f"{100 * row['pixels_differing_share']:.1f} % | {row['pixels_max_difference']} / "
+                     f"{row['pixels_mean_difference']:.2f} | {found} of {wanted} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--coefs", type=int, nargs="+", default=[0, 4], help="coefficients (default: D0 and D4)")
+    parser.add_argument("--checkpoint", help="D0 checkpoint (default: the reference fixture beside the clone, "
+                                             "else generated untrained weights)")
+    parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["float16", "float32"])
+    parser.add_argument("--graphs", type=lambda v: v == "on", nargs="+", default=[True, False],
+                        metavar="{on,off}", help="CUDA graphs on and/or off")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--json", default=str(REPO / "build" / "bench" / "gpu.json"))
+    args = parser.parse_args(argv)
+    fixture = REPO.parent / "shared" / "fixtures" / "reference" / "efficientdet-d0.pth"
+    args.checkpoint = args.checkpoint or (str(fixture) if fixture.is_file() else None)
+    results = run(args)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(results, indent=2))
+    print(markdown(results))
+    print(f"\n(JSON: {args.json})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
