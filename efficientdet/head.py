@@ -68,7 +68,6 @@ class FoldedPredictionHead(nn.Module):
             for block in convs:
                 block.use_fused_kernels(silu=True)
         self.header = self.header.fused_into()
-        self.act = nn.Identity()
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         if isinstance(self.header, SeparableConvInto):
@@ -81,6 +80,7 @@ class FoldedPredictionHead(nn.Module):
         return torch.cat(outputs, dim=1)
 
     def _forward_into(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """The fused head: SiLUs inside the level kernels, the header writing each level into the result."""
         pixels = [feature.shape[-2] * feature.shape[-1] for feature in features]
         out = features[0].new_empty(features[0].shape[0], sum(pixels), self.header.matrix.shape[1])
         start = 0
