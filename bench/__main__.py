@@ -28,6 +28,7 @@ from localrun.s3server import SeaweedS3
 from localrun.serve import ModelServer
 from request_handling.images import decode_image
 
+from . import write_report
 from .samples import FRAME_SIZES, SAMPLE, partners_found, video_frame
 from .servers import bench_servers, servers_markdown
 from .timing import percentile, timed_load
@@ -250,10 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         results["server"] = bench_server(args.coef, args.checkpoint, args.server_rounds, args.batch)
     if not args.skip_server and not args.skip_servers:
         results["servers"] = bench_servers(args.coef, args.checkpoint, args.server_rounds, SAMPLE.read_bytes())
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=2))
-    print(markdown(results))
-    print(f"\n(JSON: {args.json})")
+    write_report(results, markdown(results), args.json)
     return 0
 
 

@@ -16,7 +16,6 @@ path use): time per frame, and the share of CPU-decode detections found again in
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -32,6 +31,7 @@ from deploy.model_dir import assemble_model_dir
 from efficientdet import Detector
 from request_handling.images import decode_image, decode_jpegs_on_device, jpeg_for_device
 
+from . import write_report
 from .samples import partners_found, video_frame
 from .timing import percentile
 
@@ -231,10 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     fixture = REPO.parent / "shared" / "fixtures" / "reference" / "efficientdet-d0.pth"
     args.checkpoint = args.checkpoint or (str(fixture) if fixture.is_file() else None)
     results = run(args)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=2))
-    print(markdown(results))
-    print(f"\n(JSON: {args.json})")
+    write_report(results, markdown(results), args.json)
     return 0
 
 
