@@ -129,8 +129,12 @@ class Detector:
         blank = torch.zeros(1, 3, size, size, device=self.device, dtype=self.dtype)
         blank = blank.contiguous(memory_format=self.memory_format)
         if self.cuda_graphs:
-            self.graphed = GraphedNetwork(self.model, blank, batch_sizes)
-            return
+            try:
+                self.graphed = GraphedNetwork(self.model, blank, batch_sizes)
+                return
+            except RuntimeError as error:  # a capture this network's kernels do not allow: serve eagerly
+                log.warning("CUDA graph capture failed (%s); running %s eagerly", error, self.name)
+                self.graphed = None
         for count in sorted(set(batch_sizes)):
             self.forward(blank.expand(count, -1, -1, -1).contiguous(memory_format=self.memory_format))
 
