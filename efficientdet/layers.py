@@ -41,6 +41,16 @@ def pixel_rows(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1).reshape(n, h * w, c)
 
 
+def pointwise_matrix(conv: nn.Conv2d) -> nn.Parameter:
+    """A 1×1 convolution's weights as the (C_in, C_out) matrix that multiplies channels-last pixel rows."""
+    return nn.Parameter(conv.weight.detach().reshape(conv.weight.shape[0], -1).t().contiguous(), requires_grad=False)
+
+
+def bias_or_zeros(conv: nn.Conv2d) -> nn.Parameter:
+    bias = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(conv.weight.shape[0])
+    return nn.Parameter(bias, requires_grad=False)
+
+
 # A 1×1 convolution with at most this many multiply-adds runs as one matrix product: oneDNN's fixed cost per
 # call (~30 µs on the bench machine) outweighs its speed on small pyramid levels, and the crossover
 # measured there lies between 7 and 13 M multiply-adds.
@@ -71,8 +81,7 @@ class OneDNNConv2d(nn.Module):
         self.silu = silu
         self.attr = "swish" if silu else "none"
         pointwise = self.kernel == 1 and self.stride == 1 and self.groups == 1
-        self.matrix = nn.Parameter(weight.reshape(weight.shape[0], -1).t().contiguous(),
-                                   requires_grad=False) if pointwise else None
+        self.matrix = pointwise_matrix(conv) if pointwise else None
         self._plans: dict[torch.Size, tuple] = {}
 
     @property
@@ -127,11 +136,8 @@ class GatedPointwiseConv(nn.Module):
         super().__init__()
         if conv.kernel_size != (1, 1) or conv.stride != (1, 1) or conv.groups != 1:
             raise ValueError("only a plain 1×1 convolution can take a gate")
-        out_channels, in_channels = conv.weight.shape[:2]
-        self.weight = nn.Parameter(conv.weight.detach().reshape(out_channels, in_channels).t().contiguous(),
-                                   requires_grad=False)
-        bias = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(out_channels)
-        self.bias = nn.Parameter(bias, requires_grad=False)
+        self.weight = pointwise_matrix(conv)
+        self.bias = bias_or_zeros(conv)
 
     def forward(self, x: torch.Tensor, gate: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """x (N, C_in, H, W), gate (N, C_in), residual (N, C_out, H, W) or None → (N, C_out, H, W) channels-last."""
@@ -240,11 +246,8 @@ class SeparableConvInto(nn.Module):
     def __init__(self, depthwise: OneDNNConv2d, pointwise: nn.Conv2d) -> None:
         super().__init__()
         self.depthwise = depthwise
-        out_channels = pointwise.weight.shape[0]
-        self.matrix = nn.Parameter(pointwise.weight.detach().reshape(out_channels, -1).t().contiguous(),
-                                   requires_grad=False)
-        bias = pointwise.bias.detach().clone() if pointwise.bias is not None else torch.zeros(out_channels)
-        self.bias = nn.Parameter(bias, requires_grad=False)
+        self.matrix = pointwise_matrix(pointwise)
+        self.bias = bias_or_zeros(pointwise)
 
     def forward(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """Write the block's output for x (N, C_in, H, W) into out, (N, H·W, C_out) pixels by channels."""
