@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import USER_BUCKET
 from images import encode, gradient, video_frame
 from matching import unmatched
 from PIL import Image
@@ -154,3 +155,27 @@ def test_device_decoding_keeps_other_formats_and_errors_as_they_were(device_deco
               "truncated JPEG": video_frame(64, 48)[:300], "JPEG": video_frame(64, 48)}
     statuses = {name: device_decoding_toolkit.invoke(data, "image/jpeg").status for name, data in bodies.items()}
     assert statuses == {"PNG": 200, "CMYK JPEG": 200, "truncated JPEG": 400, "JPEG": 200}
+
+
+def test_device_decoding_of_a_multi_image_request_from_s3(s3_server, reference_model_dir, reference):
+    """Six S3 images in batches of 4: the second batch's JPEGs are decoded while the first is detected."""
+    objects = {"a.jpg": video_frame(1280, 720), "b.png": encode(gradient(), "PNG"), "c.jpg": video_frame(64, 48)[:300],
+               "d.jpg": video_frame(640, 480, orientation=8), "e.jpg": video_frame(800, 600), "f.jpg": video_frame(320, 240)}
+    for key, data in objects.items():
+        s3_server.put(USER_BUCKET, f"device/{key}", data)
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in {**s3_server.env(), "DEVICE_JPEG_DECODE": "true", "BATCH_SIZE": "4"}.items():
+            env.setenv(name, value)
+        handler = Toolkit(reference_model_dir)
+        lines = "\n".join(json.dumps({"bucket": USER_BUCKET, "key": f"device/{key}"}) for key in objects)
+        response = handler.invoke(lines, "application/jsonlines", accept="application/jsonlines")
+    assert response.status == 200
+    results = [json.loads(line) for line in response.body.splitlines()]
+    assert [r.get("error", {}).get("status") for r in results] == [None, None, 400, None, None, None]
+    detector = Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0)
+    for (key, data), result in zip(objects.items(), results):
+        if "error" not in result:
+            image = decode_image(data, *LIMITS)
+            assert (result["width"], result["height"]) == (image.width, image.height), key
+            expected = detector.detect([image.pixels])[0]
+            assert unmatched(expected, result["detections"], image.width, image.height) == [], key
