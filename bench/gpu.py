@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from deploy.model_dir import assemble_model_dir
-from efficientdet import Detector
+from efficientdet import Detector, get_config
 from request_handling.images import decode_image, decode_jpegs_on_device, jpeg_for_device
 
 from . import write_report
@@ -153,6 +153,13 @@ def bench_decoders(detector: Detector, rounds: int) -> dict:
     return results
 
 
+def batch_sizes_for(coef: int, batch_sizes: list[int]) -> list[int]:
+    """The batch sizes to time for a coefficient: those whose pixels per batch stay within batch 64 at D0's 512 px
+    (a D4 at 1024 px: up to 16), so that a large coefficient fits the card's memory; at least batch 1."""
+    pixels = (get_config(coef).input_size / get_config(0).input_size) ** 2
+    return [size for size in batch_sizes if size * pixels <= max(batch_sizes)] or [1]
+
+
 def gpu_memory_mb(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
 
@@ -165,16 +172,17 @@ def run(args: argparse.Namespace) -> dict:
             checkpoint = args.checkpoint if coef == 0 and args.checkpoint else None
             model_dir = assemble_model_dir(Path(tmp) / f"d{coef}", coef, checkpoint, read_only=False)
             for dtype in args.dtypes:
-                for graphs in args.graphs:
+                for graphs in (choice == "on" for choice in args.graphs):
                     half = DTYPES[dtype] and device.type == "cuda"
                     name = f"D{coef}, {'float16' if half else 'float32'}, CUDA graphs {'on' if graphs else 'off'}"
                     if name in results["configurations"]:
                         continue
                     if device.type == "cuda":
                         torch.cuda.reset_peak_memory_stats(device)
-                    row = bench_realtime(model_dir, half, graphs, args.batch_sizes, args.rounds)
+                    sizes = batch_sizes_for(coef, args.batch_sizes)
+                    row = bench_realtime(model_dir, half, graphs, sizes, args.rounds)
                     detector = row.pop("service").detector
-                    row["batches"] = bench_batches(detector, args.batch_sizes, args.rounds)
+                    row["batches"] = bench_batches(detector, sizes, args.rounds)
                     row["peak_gpu_memory_mb"] = gpu_memory_mb(device)
                     if coef == args.coefs[0] and "decoders" not in results:
                         results["decoders"] = bench_decoders(detector, args.rounds)
@@ -222,8 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", help="D0 checkpoint (default: the reference fixture beside the clone, "
                                              "else generated untrained weights)")
     parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["float16", "float32"])
-    parser.add_argument("--graphs", type=lambda v: v == "on", nargs="+", default=[True, False],
-                        metavar="{on,off}", help="CUDA graphs on and/or off")
+    parser.add_argument("--graphs", nargs="+", choices=["on", "off"], default=["on", "off"],
+                        help="CUDA graphs on and/or off")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--json", default=str(REPO / "build" / "bench" / "gpu.json"))
