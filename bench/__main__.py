@@ -19,7 +19,6 @@ import requests
 import torch
 from PIL import Image
 
-from deploy.model_dir import local_checkpoint
 from efficientdet import Detector, EfficientDet, get_config
 from efficientdet.preprocess import letterbox, letterbox_tensor
 from efficientdet.untrained import untrained_state_dict
@@ -29,24 +28,13 @@ from localrun.serve import ModelServer
 from request_handling.images import decode_image
 
 from . import write_report
-from .samples import FRAME_SIZES, SAMPLE, partners_found, video_frame
+from .samples import FRAME_SIZES, SAMPLE, default_checkpoint, partners_found, video_frame
 from .servers import bench_servers, servers_markdown
-from .timing import percentile, timed_load
+from .timing import p50_p95_ms, percentile, timed_load
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "videoblocks-ml"
 KEY_PREFIX = "bench/frame-"
-
-
-def default_checkpoint(coef: int) -> str | None:
-    """weights/efficientdet-d{coef}.pth, else (D0) the reference fixture beside the clone: realistic score ranges for NMS."""
-    candidates = [local_checkpoint(coef)]
-    if coef == 0:
-        candidates.append(REPO.parent / "shared" / "fixtures" / "reference" / "efficientdet-d0.pth")
-    for candidate in candidates:
-        if candidate.is_file():
-            return str(candidate)
-    return None
 
 
 def machine() -> str:
@@ -86,7 +74,7 @@ def bench_latency(modes: dict[str, Detector], rounds: int, image: np.ndarray, ba
         start = time.perf_counter()
         modes["fast"].detect([image] * batch)
         samples[batched].append((time.perf_counter() - start) / batch)
-    results = {name: {"p50_ms": 1000 * percentile(s, 50), "p95_ms": 1000 * percentile(s, 95)} for name, s in samples.items()}
+    results = {name: p50_p95_ms(s) for name, s in samples.items()}
     for name, per_stage in stages.items():
         results[name]["stages_p50_ms"] = {stage: 1000 * percentile(s, 50) for stage, s in per_stage.items()}
     results["speedup_p50"] = results["plain eager"]["p50_ms"] / results["fast"]["p50_ms"]
@@ -126,8 +114,7 @@ def bench_reduced_decode(detector: Detector, rounds: int) -> dict:
                 image = decode_image(data, len(data), width * height, reduce_to=size)
                 found[name] = detector.detect([image.pixels], full_sizes=[(image.width, image.height)])[0]
                 samples[name].append(time.perf_counter() - start)
-        row = {name: {"p50_ms": 1000 * percentile(s[2:], 50), "p95_ms": 1000 * percentile(s[2:], 95)}
-               for name, s in samples.items()}
+        row = {name: p50_p95_ms(s[2:]) for name, s in samples.items()}
         row["speedup_p50"] = row["full decode"]["p50_ms"] / row["reduced decode"]["p50_ms"]
         row["partners_found"] = partners_found(found["full decode"], found["reduced decode"])
         results[f"{width}x{height}"] = row

@@ -32,8 +32,8 @@ from efficientdet import Detector, get_config
 from request_handling.images import decode_image, decode_jpegs_on_device, jpeg_for_device
 
 from . import write_report
-from .samples import partners_found, video_frame
-from .timing import percentile
+from .samples import default_checkpoint, partners_found, video_frame
+from .timing import p50_p95_ms, percentile
 
 REPO = Path(__file__).resolve().parents[1]
 FRAME = (1920, 1080)
@@ -56,10 +56,6 @@ def timed(call: Callable[[], object], rounds: int, warm_up: int = 2) -> list[flo
         call()
         samples.append(time.perf_counter() - start)
     return samples
-
-
-def summary(samples: list[float]) -> dict:
-    return {"p50_ms": 1000 * percentile(samples, 50), "p95_ms": 1000 * percentile(samples, 95)}
 
 
 @contextmanager
@@ -92,7 +88,7 @@ def bench_realtime(model_dir: Path, half: bool, graphs: bool, batch_sizes: list[
         return inference.output_fn(prediction, "application/json")[0]
 
     samples = timed(request, rounds, warm_up=3)
-    return {"cold_start_s": cold, "realtime": summary(samples), "service": service}
+    return {"cold_start_s": cold, "realtime": p50_p95_ms(samples), "service": service}
 
 
 def bench_batches(detector: Detector, batch_sizes: list[int], rounds: int) -> dict:
@@ -144,8 +140,8 @@ def bench_decoders(detector: Detector, rounds: int) -> dict:
             synchronize(detector.device)
 
         results[f"quality {quality}"] = {
-            "device_decode": summary(timed(device_decode, rounds)),
-            "cpu_decode": summary(timed(lambda data=data: decode_image(data, *LIMITS), rounds)),
+            "device_decode": p50_p95_ms(timed(device_decode, rounds)),
+            "cpu_decode": p50_p95_ms(timed(lambda data=data: decode_image(data, *LIMITS), rounds)),
             "pixels_max_difference": int(difference.max()), "pixels_mean_difference": float(difference.float().mean()),
             "pixels_differing_share": float((difference > 0).float().mean()),
             "cpu_detections_found_again": partners_found(on_cpu, on_device, min_score=0.2),
@@ -227,8 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--coefs", type=int, nargs="+", default=[0, 4], help="coefficients (default: D0 and D4)")
-    parser.add_argument("--checkpoint", help="D0 checkpoint (default: the reference fixture beside the clone, "
-                                             "else generated untrained weights)")
+    parser.add_argument("--checkpoint", help="D0 checkpoint (default: weights/, else the reference fixture beside "
+                                             "the clone, else generated untrained weights)")
     parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["float16", "float32"])
     parser.add_argument("--graphs", nargs="+", choices=["on", "off"], default=["on", "off"],
                         help="CUDA graphs on and/or off")
@@ -236,8 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--json", default=str(REPO / "build" / "bench" / "gpu.json"))
     args = parser.parse_args(argv)
-    fixture = REPO.parent / "shared" / "fixtures" / "reference" / "efficientdet-d0.pth"
-    args.checkpoint = args.checkpoint or (str(fixture) if fixture.is_file() else None)
+    args.checkpoint = args.checkpoint or default_checkpoint(0)
     results = run(args)
     write_report(results, markdown(results), args.json)
     return 0

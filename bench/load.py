@@ -22,7 +22,8 @@ from localrun.ports import free_port
 from localrun.s3server import SeaweedS3
 from localrun.serve import ModelServer
 
-from .__main__ import REPO, SAMPLE, default_checkpoint
+from .__main__ import REPO
+from .samples import SAMPLE, default_checkpoint
 
 BUCKET, KEY = "videoblocks-ml", "load/frame.jpg"
 CASES = [  # (content type, body, expected status)

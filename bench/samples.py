@@ -1,4 +1,4 @@
-"""The benchmarks' images, and how closely two decodes' detections agree."""
+"""The benchmarks' images and default checkpoint, and how closely two decodes' detections agree."""
 
 from __future__ import annotations
 
@@ -9,10 +9,23 @@ import torch
 from PIL import Image
 from torchvision.ops import box_iou
 
+from deploy.model_dir import local_checkpoint
 from efficientdet import Detection
 
-SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "coffee.jpg"
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "samples" / "coffee.jpg"
 FRAME_SIZES = ((1920, 1080), (3840, 2160))
+
+
+def default_checkpoint(coef: int) -> str | None:
+    """weights/efficientdet-d{coef}.pth, else (D0) the reference fixture beside the clone: realistic score ranges for NMS."""
+    candidates = [local_checkpoint(coef)]
+    if coef == 0:
+        candidates.append(REPO.parent / "shared" / "fixtures" / "reference" / "efficientdet-d0.pth")
+    for candidate in candidates:
+        if candidate.is_file():
+            return str(candidate)
+    return None
 
 
 def video_frame(width: int, height: int, quality: int = 90) -> bytes:

@@ -13,6 +13,10 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
+def p50_p95_ms(seconds: list[float]) -> dict:
+    return {"p50_ms": 1000 * percentile(seconds, 50), "p95_ms": 1000 * percentile(seconds, 95)}
+
+
 def timed_load(call: Callable[[int], int], count: int, concurrency: int) -> dict:
     """Request p50/p95 in ms and images per second for `count` calls (each returns the images it answered)
     from `concurrency` clients."""
