@@ -91,8 +91,9 @@ class Detector:
 
     def preprocess(self, images: Sequence[np.ndarray | torch.Tensor]) -> tuple[torch.Tensor, list[Letterbox]]:
         """Letterbox RGB uint8 images, (H, W, 3) arrays or (3, H, W) tensors, into one (N, 3, S, S) batch on the
-        model's device. On CPU, arrays are letterboxed by OpenCV (faster there, measured); on a GPU, and for
-        tensors, the uint8 pixels go to the device and are letterboxed there by torch, with the same rule."""
+        model's device. On CPU, arrays are letterboxed by OpenCV (the reference's own resize, whose canvas the
+        equivalence tests were established on); on a GPU, and for tensors, the uint8 pixels go to the device and
+        are letterboxed there by torch, with the same rule."""
         if self.device.type == "cpu" and all(isinstance(image, np.ndarray) for image in images):
             size = self.input_size
             canvases = np.empty((len(images), size, size, 3), dtype=np.float32)

@@ -103,7 +103,7 @@ class OneDNNConv2d(nn.Module):
             explicit, top, left = (left, right, top, bottom), 0, 0
             shape = (*shape[:-2], shape[-2] + explicit[2] + explicit[3], shape[-1] + explicit[0] + explicit[1])
         packed = torch.ops.mkldnn._reorder_convolution_weight(
-            weight, [top, left], [self.stride] * 2, [1, 1], self.groups, list(shape))
+            weight, [top, left], self.strides, [1, 1], self.groups, list(shape))
         return explicit, [top, left], packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

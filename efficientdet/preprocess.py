@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -64,6 +65,12 @@ def letterbox(image: np.ndarray, size: int, out: np.ndarray | None = None) -> tu
     return canvas, Letterbox(width, height, resized_width, resized_height)
 
 
+@functools.cache
+def normalisation(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """MEAN and STD as (3, 1, 1) tensors on a device, copied there once rather than for every image."""
+    return (torch.from_numpy(MEAN).to(device).reshape(3, 1, 1), torch.from_numpy(STD).to(device).reshape(3, 1, 1))
+
+
 def letterbox_tensor(image: torch.Tensor, size: int, out: torch.Tensor) -> Letterbox:
     """Letterbox an RGB uint8 (3, H, W) tensor into `out`, a (3, size, size) tensor on the same device in any
     float dtype and memory format, with torch ops: for images already on the GPU (decoded there, or uploaded
@@ -78,8 +85,7 @@ def letterbox_tensor(image: torch.Tensor, size: int, out: torch.Tensor) -> Lette
     if (resized_width, resized_height) != (width, height):
         pixels = F.interpolate(pixels, size=(resized_height, resized_width), mode="bilinear", align_corners=False,
                                antialias=False)
-    mean = torch.from_numpy(MEAN).to(pixels.device).reshape(3, 1, 1)
-    std = torch.from_numpy(STD).to(pixels.device).reshape(3, 1, 1)
+    mean, std = normalisation(pixels.device)
     out[:, resized_height:] = 0
     out[:, :resized_height, resized_width:] = 0
     out[:, :resized_height, :resized_width] = pixels[0].div_(255).sub_(mean).div_(std)
