@@ -1,9 +1,11 @@
-"""The command line both local servers take (`make serve`, `make serve SERVER=ray`)."""
+"""The command line both local servers take (`make serve`, `make serve SERVER=ray`), and how they start and stop."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import signal
 
 
 def server_arguments(description: str, argv: list[str] | None = None) -> argparse.Namespace:
@@ -13,3 +15,14 @@ def server_arguments(description: str, argv: list[str] | None = None) -> argpars
     parser.add_argument("--weights", help="checkpoint to put in the assembled model dir")
     parser.add_argument("--port", type=int, default=8080)
     return parser.parse_args(argv)
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
+def serving_from_a_terminal() -> None:
+    """Log to the terminal, and let SIGINT and SIGTERM raise KeyboardInterrupt, so that a server's `finally` stops it."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from deploy.model_dir import REPO, prepare_model_dir
 
-from .cli import server_arguments
+from .cli import server_arguments, serving_from_a_terminal
 from .ports import free_ports
 
 log = logging.getLogger("localrun.ray_serve")
@@ -146,17 +146,11 @@ class RayServer:
         self.cleanup()
 
 
-def _interrupt(*_) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = server_arguments(__doc__.splitlines()[0], argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    serving_from_a_terminal()
     server = RayServer(args.model, args.coef, args.port, args.weights, log_path=Path(tempfile.gettempdir())
                        / "efficientdet-ray-serve.log")
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _interrupt)
     try:
         server.start()
         log.info("ready on http://127.0.0.1:%d after %.1f s (Ray Serve; log %s, replica logs under %s); Ctrl-C stops",

@@ -24,7 +24,7 @@ import psutil
 
 from deploy.model_dir import prepare_model_dir
 
-from .cli import server_arguments
+from .cli import server_arguments, serving_from_a_terminal
 from .ports import free_ports
 
 log = logging.getLogger("localrun.serve")
@@ -169,16 +169,10 @@ class ModelServer:
         self.stop()
 
 
-def _interrupt(*_) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = server_arguments(__doc__.splitlines()[0], argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    serving_from_a_terminal()
     server = ModelServer(args.model, args.coef, args.port, args.weights)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _interrupt)
     try:
         server.start()
         log.info("ready on http://127.0.0.1:%d (cold start: /ping after %.1f s, model loaded after %.1f s); "
