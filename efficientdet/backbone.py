@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import B0_STAGES, STEM_CHANNELS, BackboneConfig
-from .layers import GatedPointwiseConv, SameConv2d, batch_norm, pixel_rows
+from .layers import GatedPointwiseConv, SameConv2d, batch_norm
 
 WIDTH_DIVISOR = 8
 
@@ -35,7 +35,13 @@ def squeeze_and_excite(x: torch.Tensor, reduce: nn.Module, expand: nn.Module) ->
 
 
 class ChannelGate(nn.Module):
-    """Squeeze-and-excitation's gate alone, (N, C): sigmoid(expand(silu(reduce(channel means)))), as matrix products."""
+    """Squeeze-and-excitation's gate alone, (N, C): sigmoid(expand(silu(reduce(channel means)))), on matrix products.
+
+    The channel means are torch's reduction, which sums in a tree (error growing with log(H·W)). They were once a
+    matrix product with a row of 1 / (H·W), which sums the pixels one after another: over a 256×256 map whose last
+    third is constant letterbox padding, 4e-4 of the mean off (against 1e-7), enough to move the fast path's scores
+    6e-5 from the plain path's on an AVX2 Zen 3 and 8e-5 on an AVX-512 Zen 5. The reduction is faster too.
+    """
 
     def __init__(self, reduce: nn.Conv2d, expand: nn.Conv2d) -> None:
         super().__init__()
@@ -46,21 +52,9 @@ class ChannelGate(nn.Module):
                 linear.weight.copy_(conv.weight.reshape(linear.weight.shape))
                 linear.bias.copy_(conv.bias)
         self.requires_grad_(False)
-        self._averaging_rows: dict[tuple, torch.Tensor] = {}
-
-    def _averaging(self, x: torch.Tensor) -> torch.Tensor:
-        """A (1, 1, H·W) row of 1 / (H·W): channel means as one matrix product, made once per size."""
-        pixels = x.shape[-2] * x.shape[-1]
-        key = (pixels, x.dtype, x.device)
-        row = self._averaging_rows.get(key)
-        if row is None:
-            row = self._averaging_rows[key] = torch.full((1, 1, pixels), 1 / pixels, dtype=x.dtype, device=x.device)
-        return row
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, channels = x.shape[:2]
-        means = torch.bmm(self._averaging(x).expand(n, -1, -1), pixel_rows(x)).reshape(n, channels)
-        return torch.sigmoid(self.expand(F.silu(self.reduce(means))))
+        return torch.sigmoid(self.expand(F.silu(self.reduce(x.mean((2, 3))))))
 
 
 class MBConvBlock(nn.Module):
