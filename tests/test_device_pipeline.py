@@ -158,7 +158,9 @@ def test_device_decoding_keeps_other_formats_and_errors_as_they_were(device_deco
 
 
 def test_device_decoding_of_a_multi_image_request_from_s3(s3_server, reference_model_dir, reference):
-    """Six S3 images in batches of 4: the second batch's JPEGs are decoded while the first is detected."""
+    """Six S3 images in batches of 4: the second batch's JPEGs are decoded while the first is detected. The
+    expectation is each image alone (batch 1): a batch of 4 makes oneDNN block its sums otherwise, float32
+    reassociation of the size the fixtures' rule allows (a box thinner than a pixel compared by its corners)."""
     objects = {"a.jpg": video_frame(1280, 720), "b.png": encode(gradient(), "PNG"), "c.jpg": video_frame(64, 48)[:300],
                "d.jpg": video_frame(640, 480, orientation=8), "e.jpg": video_frame(800, 600), "f.jpg": video_frame(320, 240)}
     for key, data in objects.items():
