@@ -20,7 +20,7 @@ import torch
 from .config import get_config, validate_input_size
 from .model import EfficientDet
 from .optimize import fold_all_batch_norms
-from .weights import build_from_state_dict, load_state_dict
+from .weights import CheckpointError, build_from_state_dict, load_state_dict
 
 FORMATS = ("onnx", "torchscript")
 OUTPUT_NAMES = ("regression", "class_logits")
@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, required=True, help="a checkpoint (efficientdet-d{N}.pth)")
     parser.add_argument("--format", choices=FORMATS, required=True)
     parser.add_argument("--input-size", type=int, help="the fixed input size (default: the coefficient's)")
-    parser.add_argument("--out", type=Path, help="output file (default efficientdet-d{N}-{S}.onnx or .pt)")
+    parser.add_argument("--out", type=Path, help="output file, or a folder to write the default name into "
+                                                 "(default efficientdet-d{N}-{S}.onnx or .pt)")
     args = parser.parse_args(argv)
     if not args.weights.is_file():
         parser.error(f"--weights {args.weights}: no such file")
@@ -60,10 +61,17 @@ def main(argv: list[str] | None = None) -> int:
         input_size = validate_input_size(config, args.input_size or config.input_size)
     except ValueError as error:
         parser.error(str(error))
-    model = build_from_state_dict(load_state_dict(args.weights), args.coef)
-    suffix = "onnx" if args.format == "onnx" else "pt"
-    out = export(model, input_size, args.format, args.out or Path(f"{config.name}-{input_size}.{suffix}"))
-    print(out)
+    default_name = f"{config.name}-{input_size}.{'onnx' if args.format == 'onnx' else 'pt'}"
+    out = args.out or Path(default_name)
+    if out.is_dir():
+        out = out / default_name
+    if not out.parent.is_dir():
+        parser.error(f"--out {args.out}: the folder {out.parent} does not exist")
+    try:
+        model = build_from_state_dict(load_state_dict(args.weights), args.coef)
+    except CheckpointError as error:
+        parser.error(f"--weights {args.weights}: {error}")
+    print(export(model, input_size, args.format, out))
     return 0
 
 

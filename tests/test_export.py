@@ -70,7 +70,26 @@ def test_a_large_coefficient_exports_at_its_own_size(tmp_path, export_format):
             assert np.abs(theirs - ours).max() <= 2 * np.abs(plain - ours).max()
 
 
-def test_bad_arguments_exit_2(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "efficientdet.export", "--weights", str(tmp_path / "none.pth"),
-                          "--format", "onnx"], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 2 and "no such file" in run.stderr
+def run_export(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "efficientdet.export", *arguments], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_a_folder_as_out_gets_the_default_file_name_inside(reference, tmp_path):
+    run = run_export("--weights", str(reference / "efficientdet-d0.pth"), "--format", "torchscript",
+                     "--input-size", "128", "--out", str(tmp_path))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip() == str(tmp_path / "efficientdet-d0-128.pt") and (tmp_path / "efficientdet-d0-128.pt").is_file()
+
+
+@pytest.mark.parametrize("case, expected", [("missing weights", "no such file"), ("wrong coefficient", "efficientdet-d1"),
+                                            ("not a checkpoint", "not a loadable"), ("no such folder", "does not exist")])
+def test_bad_arguments_exit_2_with_the_usage(reference, tmp_path, case, expected):
+    (tmp_path / "text.pth").write_text("not weights")
+    weights = {"missing weights": tmp_path / "none.pth", "not a checkpoint": tmp_path / "text.pth"}.get(
+        case, reference / "efficientdet-d0.pth")
+    arguments = ["--weights", str(weights), "--format", "onnx", "--out", str(tmp_path / "absent" / "d0.onnx")
+                 if case == "no such folder" else str(tmp_path / "d0.onnx")]
+    run = run_export(*arguments, *(["--coef", "1"] if case == "wrong coefficient" else []))
+    assert run.returncode == 2 and run.stderr.startswith("usage:") and expected in run.stderr, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
