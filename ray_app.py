@@ -17,12 +17,12 @@ from pathlib import Path
 import torch
 from ray import serve
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 
 from request_handling.attributes import HEADER as CUSTOM_ATTRIBUTES
 from request_handling.attributes import parse_custom_attributes, with_attributes
 from request_handling.bodies import ImageRequest, parse_request
-from request_handling.errors import RequestError, too_large
+from request_handling.errors import ERROR_MEDIA_TYPE, error_body, failure, too_large
 from request_handling.responses import negotiate, respond
 from request_handling.service import DetectionService, Prediction
 from request_handling.settings import load_settings, model_server_workers
@@ -63,8 +63,9 @@ class EfficientDetDeployment:
             else:
                 prediction = await self.detect_batch(requests[0])
             return Response(respond(prediction, response_type), media_type=response_type.media_type)
-        except RequestError as error:
-            return PlainTextResponse(error.message + "\n", status_code=error.status_code)
+        except Exception as error:  # noqa: BLE001 - answered like the TorchServe image: one line, logged
+            answer = failure(error)
+            return Response(error_body(answer), status_code=answer.status_code, media_type=ERROR_MEDIA_TYPE)
 
     async def _on_detect_thread(self, function, *args):
         return await asyncio.get_running_loop().run_in_executor(self.detect_thread, function, *args)

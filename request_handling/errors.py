@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import unicodedata
 from http import HTTPStatus
 
 MAX_MESSAGE_CHARACTERS = 500
+ERROR_MEDIA_TYPE = "text/plain; charset=utf-8"  # both images' error bodies: the one-line message and a newline
+log = logging.getLogger("efficientdet.serving")
 UNPRINTABLE_CATEGORIES = {"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"}  # controls, bidi/format, line breaks, …
 
 
@@ -52,3 +55,21 @@ def too_large(message: str) -> RequestError:
 
 def timed_out(message: str) -> RequestError:
     return RequestError(504, message)
+
+
+def error_body(error: RequestError) -> str:
+    """What both images answer for a failed request: its one-line message and a newline (ERROR_MEDIA_TYPE)."""
+    return error.message + "\n"
+
+
+def failure(error: Exception) -> RequestError:
+    """The RequestError to answer for an exception raised while handling a request, logged: one line for a
+    client's error; for a 5xx, the traceback too (CloudWatch on an endpoint). An exception none of our checks
+    expected is a 500 whose message names only its type."""
+    answer = error if isinstance(error, RequestError) else RequestError(
+        500, f"internal error ({type(error).__name__}); the endpoint's log has the details")
+    if answer.status_code >= 500:
+        log.error("request failed status=%d: %s", answer.status_code, answer.message, exc_info=error)
+    else:
+        log.info("request failed status=%d: %s", answer.status_code, answer.message)
+    return answer

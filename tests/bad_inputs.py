@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from conftest import USER_BUCKET, USER_KEY
 from images import encode, gradient, png_claiming
@@ -10,6 +11,17 @@ from images import encode, gradient, png_claiming
 ALLOWED = f"{USER_BUCKET},allowed-but-missing"  # ALLOWED_BUCKETS of the servers under test
 MAX_IMAGE_BYTES = 2_000_000  # MAX_IMAGE_BYTES of the servers under test
 SOURCE = f"s3://{USER_BUCKET}/{USER_KEY}"
+
+
+ERROR_MEDIA_TYPE = "text/plain; charset=utf-8"  # both images' error bodies (README: requests and errors)
+TRACEBACK_TRACES = re.compile(r'Traceback|File "|\.py\b|site-packages')
+
+
+def assert_one_line_error(text: str, content_type: str | None) -> None:
+    """An error body as both images answer it: one line of text/plain, no traceback, no file path."""
+    assert content_type == ERROR_MEDIA_TYPE
+    assert text.endswith("\n") and text.count("\n") == 1, text[:500]
+    assert TRACEBACK_TRACES.search(text) is None, text[:500]
 
 
 def body(**fields) -> str:
@@ -45,6 +57,12 @@ BAD_INPUTS = [
     ("empty-key", json.dumps({"bucket": USER_BUCKET, "key": "  "}), "application/json", None, 400, "key"),
     ("missing-bucket", json.dumps({"key": USER_KEY}), "application/json", None, 400, "bucket"),
     ("invalid-bucket", json.dumps({"bucket": "Bad_Bucket", "key": "k"}), "application/json", None, 400, "invalid bucket"),
+    ("bucket-as-ip-address", json.dumps({"bucket": "192.168.5.4", "key": "k.jpg"}), "application/json", None, 400, "IP address"),
+    ("bucket-punycode-prefix", "xn--bcher-kva/k.jpg", "text/csv", None, 400, "'xn--' is reserved"),
+    ("bucket-access-point-alias", json.dumps({"s3_uri": "s3://frames-s3alias/k.jpg"}), "application/json", None, 400, "'-s3alias' is reserved"),
+    ("bucket-adjacent-dots", json.dumps({"bucket": "frames..2026", "key": "k.jpg"}), "application/json", None, 400, "adjacent dots"),
+    ("bucket-leading-hyphen", json.dumps({"bucket": "-frames", "key": "k.jpg"}), "application/json", None, 400, "starting and ending"),
+    ("bucket-trailing-hyphen", json.dumps({"bucket": "frames-", "key": "k.jpg"}), "application/json", None, 400, "starting and ending"),
     ("control-character-key", json.dumps({"bucket": USER_BUCKET, "key": "a\u0000b"}), "application/json", None, 400, "control"),
     ("s3-uri-not-s3", json.dumps({"s3_uri": "https://example.com/x.jpg"}), "application/json", None, 400, "s3_uri"),
     ("s3-uri-and-bucket", json.dumps({"s3_uri": SOURCE, "bucket": USER_BUCKET}), "application/json", None, 400, "not both"),

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
-from bad_inputs import ALLOWED, BAD_INPUTS, MAX_IMAGE_BYTES, SOURCE, body, upload_bad_objects
+from bad_inputs import ALLOWED, BAD_INPUTS, MAX_IMAGE_BYTES, SOURCE, assert_one_line_error, body, upload_bad_objects
 from conftest import USER_BUCKET, USER_KEY
 from images import encode, gradient, sixteen_bit_png, video_frame
 from matching import unmatched
@@ -219,6 +220,7 @@ def test_bad_input_gets_its_status_and_a_clear_message(toolkit, payload, content
     response = toolkit.invoke(payload, content_type, accept)
     assert response.status == status, response.message
     assert words in response.message
+    assert_one_line_error(response.body, response.content_type)
     assert toolkit.invoke(body(), "application/json").status == 200
 
 
@@ -270,3 +272,27 @@ def test_drop_in_response_formats(toolkit, response_format, key):
     response = toolkit.invoke(body(pred_threshold=0.01), accept=f"application/json; format={response_format}")
     assert response.status == 200 and response.content_type == "application/json"
     assert set(response.json()) >= {key} and response.json()[key]
+
+
+def test_an_unexpected_exception_answers_500_in_one_line_and_logs_its_traceback(toolkit, monkeypatch, caplog):
+    import inference
+
+    def broken(*args):
+        raise ZeroDivisionError("a bug of ours")
+
+    monkeypatch.setattr(inference, "parse_request", broken)
+    with caplog.at_level(logging.INFO, logger="efficientdet.serving"):
+        response = toolkit.invoke(body(), "application/json")
+    assert response.status == 500
+    assert response.message == "internal error (ZeroDivisionError); the endpoint's log has the details"
+    assert_one_line_error(response.body, response.content_type)
+    assert "Traceback" in caplog.text and "a bug of ours" in caplog.text
+    monkeypatch.undo()
+    assert toolkit.invoke(body(), "application/json").status == 200
+
+
+def test_a_client_error_logs_one_line_without_a_traceback(toolkit, caplog):
+    with caplog.at_level(logging.INFO, logger="efficientdet.serving"):
+        response = toolkit.invoke(body(pred_threshold=10), "application/json")
+    assert response.status == 400
+    assert "request failed status=400: pred_threshold" in caplog.text and "Traceback" not in caplog.text

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
-from bad_inputs import ALLOWED, BAD_INPUTS, MAX_IMAGE_BYTES, upload_bad_objects
+from bad_inputs import ALLOWED, BAD_INPUTS, MAX_IMAGE_BYTES, assert_one_line_error, upload_bad_objects
 from conftest import REPO, SAMPLE_IMAGE, USER_BUCKET, USER_KEY
 from images import decompression_bomb_png, encode, gradient, jpeg_with_exif
 from matching import unmatched
@@ -203,23 +204,51 @@ def test_execution_parameters_are_not_served(server):
 
 
 HTTP_ONLY_BAD_INPUTS = [
+    # sent as botocore's HTTP client (urllib3) sends it, no Expect header: TorchServe answers 413 once it has read the
+    # Content-Length, with an empty body, and closes the connection; the client still reads the status
     ("body-over-torchserve-limit", b"x" * 7_000_000, "image/jpeg", 413),
     ("png-decompression-bomb", decompression_bomb_png(), "image/png", 413),
 ]
 
 
-@pytest.mark.parametrize("payload, content_type, accept, status, words",
-                         [case[1:] for case in BAD_INPUTS], ids=[case[0] for case in BAD_INPUTS])
-def test_bad_input_over_http(server, payload, content_type, accept, status, words):
+ANSWERS_SEEN: dict[str, tuple] = {}  # bad-input case → (status, Content-Type, body) from the first server that answered it
+
+
+@pytest.mark.parametrize("case, payload, content_type, accept, status, words", BAD_INPUTS,
+                         ids=[case[0] for case in BAD_INPUTS])
+def test_bad_input_over_http(server, case, payload, content_type, accept, status, words):
+    """Each row of the bad-input table: its status, and one line of text/plain without a traceback, the same
+    status, Content-Type and body from both servers (compared when the second one runs)."""
     response = post(server, payload, content_type, accept)
     assert response.status_code == status, response.text[:300]
     assert words in response.text.splitlines()[0]
+    assert_one_line_error(response.text, response.headers.get("Content-Type"))
+    answer = (response.status_code, response.headers.get("Content-Type"), response.text)
+    assert ANSWERS_SEEN.setdefault(case, answer) == answer
 
 
 @pytest.mark.parametrize("payload, content_type, status", [c[1:] for c in HTTP_ONLY_BAD_INPUTS],
                          ids=[c[0] for c in HTTP_ONLY_BAD_INPUTS])
 def test_oversized_bodies_and_bombs(server, payload, content_type, status):
     assert post(server, payload, content_type).status_code == status
+
+
+def test_a_body_over_the_request_size_limit_gets_413_before_it_is_sent_when_the_client_asks(server):
+    """`curl --data-binary` sends `Expect: 100-continue` for bodies over 1 MB and waits: TorchServe answers 413
+    without reading the body; Ray Serve says 100 Continue, reads it and answers 413."""
+    host, port = server["url"].removeprefix("http://").split(":")
+    size = 7_000_000
+    with socket.create_connection((host, int(port)), timeout=60) as connection:
+        connection.sendall(f"POST /invocations HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/jpeg\r\n"
+                           f"Content-Length: {size}\r\nExpect: 100-continue\r\n\r\n".encode())
+        reader = connection.makefile("rb")
+        status = reader.readline().split()[1]
+        if status == b"100":
+            while reader.readline() not in (b"\r\n", b""):
+                pass
+            connection.sendall(b"x" * size)
+            status = reader.readline().split()[1]
+    assert status == b"413"
 
 
 def test_jpeg_with_a_huge_exif_block_is_detected(server):

@@ -21,7 +21,7 @@ class Response:
 
     @property
     def message(self) -> str:
-        """The toolkit's error body starts with our one-line message (a traceback follows)."""
+        """An error body's one line (the whole body, but for its newline)."""
         return self.body.splitlines()[0] if self.body else ""
 
 
