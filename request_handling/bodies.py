@@ -18,6 +18,11 @@ SUPPORTED_CONTENT_TYPES = (CSV, JSON, *JSON_LINES, *IMAGE_TYPES)
 OPTION_FIELDS = ("pred_threshold", "iou_threshold", "max_detections", "classes")  # per image, body or header
 FIELDS = {"bucket", "key", "s3_uri", *OPTION_FIELDS}
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+IP_ADDRESS = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
+# S3's general purpose bucket naming rules: names with these ends are reserved (access point aliases, Object
+# Lambda, Multi-Region Access Points, directory and table buckets) or refused (punycode, S3's own prefixes).
+RESERVED_BUCKET_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+RESERVED_BUCKET_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 LINE_BREAK = re.compile(r"\r\n|\r|\n")  # only these: U+2028, U+0085 … may sit inside a JSON string
 DOT_SEGMENTS = {".", ".."}
@@ -50,14 +55,28 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";")[0].strip().lower()
 
 
+def bucket_name_problem(name: str) -> str | None:
+    """What makes `name` no valid S3 bucket name, or None: checked before any S3 call, as S3 itself would refuse it."""
+    if not BUCKET_NAME.match(name):
+        return "3-63 lowercase letters, digits, dots and hyphens, starting and ending with a letter or digit"
+    if ".." in name:
+        return "no two adjacent dots"
+    if IP_ADDRESS.match(name):
+        return "not formatted as an IP address"
+    reserved = next((p for p in RESERVED_BUCKET_PREFIXES if name.startswith(p)), None) or next(
+        (s for s in RESERVED_BUCKET_SUFFIXES if name.endswith(s)), None)
+    return None if reserved is None else f"{reserved!r} is reserved by S3"
+
+
 def validate_location(bucket: object, key: object) -> tuple[str, str]:
     if not isinstance(bucket, str) or not bucket.strip():
         raise bad_request("bucket is missing or empty")
     if not isinstance(key, str) or not key.strip():
         raise bad_request("key is missing or empty")
     bucket, key = bucket.strip(), key.strip()
-    if not BUCKET_NAME.match(bucket) or ".." in bucket:
-        raise bad_request(f"invalid bucket name {bucket[:80]!r}: 3-63 lowercase letters, digits, dots and hyphens")
+    problem = bucket_name_problem(bucket)
+    if problem is not None:
+        raise bad_request(f"invalid bucket name {bucket[:80]!r}: {problem}")
     try:
         encoded = key.encode("utf-8")
     except UnicodeEncodeError:

@@ -13,7 +13,7 @@ import torch
 
 from efficientdet.config import MAX_INPUT_SIZE, get_config, validate_input_size
 
-from .bodies import BUCKET_NAME
+from .bodies import bucket_name_problem
 
 MODEL_CONFIG_FILE = "efficientdet.json"
 COEF_VARIABLE, COEF_ALIAS = "EFFICIENTDET_COMPOUND_COEF", "EFFICIENTDET_VERSION"
@@ -188,10 +188,11 @@ def allowed_buckets(env: Mapping[str, str]) -> frozenset[str]:
         raise ConfigurationError(f"ALLOWED_BUCKETS={raw!r} names no bucket: leave it empty to allow every bucket, "
                                  "or list bucket names separated by commas")
     for name in names:
-        if not BUCKET_NAME.match(name) or ".." in name:
+        problem = bucket_name_problem(name)
+        if problem is not None:
             raise ConfigurationError(
-                f"ALLOWED_BUCKETS={raw[:200]!r} is not valid: {name[:80]!r} is not a bucket name; expected "
-                "comma-separated bucket names (3-63 lowercase letters, digits, dots, hyphens; no s3:// prefix)")
+                f"ALLOWED_BUCKETS={raw[:200]!r} is not valid: {name[:80]!r} is not a bucket name ({problem}); "
+                "expected comma-separated bucket names, no s3:// prefix")
     return frozenset(names)
 
 
