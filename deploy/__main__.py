@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import boto3
 import numpy as np
 
-from localrun import example
+from samples import example
 
 from .dryrun import dry_run_session
 

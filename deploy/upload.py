@@ -12,7 +12,7 @@ from pathlib import Path
 
 import boto3
 
-from localrun import example
+from samples import example
 
 ENVIRONMENTS = ("dev", "staging", "prod")
 PREFIX = "models/efficientdet/videoblocks"

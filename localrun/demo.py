@@ -14,8 +14,8 @@ from PIL import Image
 
 from deploy.model_dir import REPO, local_checkpoint
 from detect.draw import draw_detections
+from samples.example import BUCKET, KEY
 
-from .example import BUCKET, KEY
 from .ports import free_port
 from .ray_serve import RayServer
 from .s3server import SeaweedS3

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from localrun import example
+from samples import example
 
 REPO = Path(__file__).resolve().parents[1]
 # Tests talk to loopback only: botocore must not ask the EC2 instance metadata service for credentials when a

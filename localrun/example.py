@@ -1,4 +1,0 @@
-"""The users' example frame: the bucket and key their notebooks and the README use (`make demo` serves it)."""
-
-BUCKET = "videoblocks-ml"
-KEY = "data/object-detection-research/videoblocks/dev/sampled-items/jpg/fps-method-01/000023419/000216-9.0090.jpg"

@@ -1,0 +1,30 @@
+"""The packages' imports run down the layers only: the shipped code needs nothing of the tools around it, and no
+tool needs one above it."""
+
+from __future__ import annotations
+
+import ast
+
+import pytest
+from conftest import REPO
+
+# Lowest first: a package may import itself and the packages before it.
+LAYERS = ("samples", "efficientdet", "request_handling", "deploy", "detect", "localrun", "bench")
+
+
+def imported_packages(package: str) -> set[str]:
+    """The top-level names of our packages that any module of `package` imports, at any depth of its code."""
+    found = set()
+    for path in (REPO / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+    return found & set(LAYERS)
+
+
+@pytest.mark.parametrize("package", LAYERS)
+def test_a_package_imports_only_the_layers_below_it(package):
+    allowed = set(LAYERS[:LAYERS.index(package) + 1])
+    assert imported_packages(package) <= allowed, f"{package} imports {imported_packages(package) - allowed}"
