@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -27,7 +25,7 @@ from localrun.s3server import SeaweedS3
 from localrun.serve import ModelServer
 from request_handling.images import decode_image
 
-from . import write_report
+from . import cpu_machine, write_report
 from .samples import FRAME_SIZES, SAMPLE, default_checkpoint, partners_found, video_frame
 from .servers import bench_servers, servers_markdown
 from .timing import p50_p95_ms, percentile, timed_load
@@ -35,11 +33,6 @@ from .timing import p50_p95_ms, percentile, timed_load
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "videoblocks-ml"
 KEY_PREFIX = "bench/frame-"
-
-
-def machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, " \
-           f"{torch.get_num_threads()} threads"
 
 
 def detectors(coef: int, checkpoint: str | None) -> dict[str, Detector]:
@@ -229,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     args.checkpoint = None if args.untrained else args.checkpoint or default_checkpoint(args.coef)
     image = np.asarray(Image.open(SAMPLE).convert("RGB"))
     modes = detectors(args.coef, args.checkpoint)
-    results = {"machine": machine(), "coef": args.coef, "input_size": get_config(args.coef).input_size,
+    results = {"machine": cpu_machine(), "coef": args.coef, "input_size": get_config(args.coef).input_size,
                "checkpoint": args.checkpoint, "latency": bench_latency(modes, args.rounds, image, args.batch)}
     if args.rounds_extras:
         results["reduced_decode"] = bench_reduced_decode(modes["fast"], args.rounds_extras)

@@ -31,7 +31,7 @@ from deploy.model_dir import assemble_model_dir
 from efficientdet import Detector, get_config
 from request_handling.images import decode_image, decode_jpegs_on_device, jpeg_for_device
 
-from . import write_report
+from . import cpu_name, write_report
 from .samples import default_checkpoint, partners_found, video_frame
 from .timing import p50_p95_ms, percentile
 
@@ -191,7 +191,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def machine(device: torch.device) -> str:
-    card = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({cpu_name()}, {os.cpu_count()} cores)"
     return f"{card}, {platform.machine()}, torch {torch.__version__}"
 
 
