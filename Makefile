@@ -14,7 +14,7 @@ PROD_VENV := .venv-dlc26
 PROD_STAMP := $(PROD_VENV)/.installed
 PRODUCTION_TESTS := tests/test_request_parsing.py tests/test_postprocess.py tests/test_formats.py tests/test_settings.py tests/test_efficientdet.py \
 	tests/test_handler.py tests/test_deadline.py tests/test_archive_code.py tests/test_device_pipeline.py
-UNIT_TESTS := tests/test_request_parsing.py tests/test_postprocess.py tests/test_formats.py tests/test_settings.py tests/test_matching.py tests/test_layers.py
+UNIT_TESTS := tests/test_request_parsing.py tests/test_postprocess.py tests/test_formats.py tests/test_settings.py tests/test_matching.py tests/test_layers.py tests/test_pipeline.py
 # The Ray tier: the unit tier and the HTTP contract suite against Ray Serve, on the Ray Serve DLC's versions
 # (Python 3.13, Ray 2.57, torch 2.10; requirements/ray-dlc.txt) in a venv of their own.
 PYTHON_RAY ?= $(firstword $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.13.*/bin/python3) \

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .service import ImageFailure, ImageResult
+from .pipeline import ImageFailure, ImageResult
 
 OURS, SAGEMAKER_OBJECT_DETECTION, REKOGNITION = "efficientdet", "sagemaker-object-detection", "rekognition"
 

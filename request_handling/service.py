@@ -1,4 +1,5 @@
-"""The detection service a SageMaker handler wraps: validate, fetch and decode, detect in batches."""
+"""The detection service a SageMaker handler wraps: the model, its S3 client and pools, and each pipeline stage's work
+(resolve, load, decode on the device, detect) for `request_handling.pipeline` to run."""
 
 from __future__ import annotations
 
@@ -7,20 +8,28 @@ import logging
 import os
 import threading
 import time
-from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from efficientdet import Detection, Detector
+from efficientdet import Detector
 
 from .bodies import MAX_DETECTIONS_LIMIT, ImageRequest
-from .errors import RequestError, bad_request, forbidden, timed_out, too_large
-from .images import DecodedImage, decode_image, decode_jpegs_on_device, jpeg_for_device
+from .errors import RequestError, bad_request, forbidden, too_large
+from .images import decode_image, decode_jpegs_on_device, jpeg_for_device
+from .pipeline import (
+    BatchRunner,
+    Frame,
+    ImageFailure,
+    ImageResult,
+    ResolvedRequest,
+    batched,
+    expand,
+    gather,
+    load_ahead,
+)
 from .settings import Settings
 
 log = logging.getLogger("efficientdet.serving")
@@ -35,38 +44,6 @@ def warm_up_batch_sizes(batch_size: int, device: str) -> set[int]:
     if device == "cuda":
         sizes |= {2 ** k for k in range(batch_size.bit_length()) if 2 ** k < batch_size}
     return sizes
-
-
-@dataclass(frozen=True)
-class ResolvedRequest:
-    """One image to detect in, with the service's defaults filled in and its classes as ids."""
-
-    index: int
-    request: ImageRequest
-    pred_threshold: float
-    iou_threshold: float
-    max_detections: int
-    class_ids: frozenset[int] | None
-
-
-@dataclass(frozen=True)
-class ImageResult:
-    """The detections in one image; width and height are the full image's."""
-
-    source: str | None
-    width: int
-    height: int
-    pred_threshold: float
-    iou_threshold: float
-    detections: list[Detection]
-
-
-@dataclass(frozen=True)
-class ImageFailure:
-    """Why one image has no detections."""
-
-    source: str | None
-    error: RequestError
 
 
 @dataclass
@@ -86,14 +63,6 @@ class Prediction:
         if all(isinstance(r, ImageFailure) for r in self.results):
             return self.results[0].error
         return None
-
-
-@dataclass
-class Decoded:
-    image: DecodedImage | None = None
-    error: RequestError | None = None
-    fetch_seconds: float = 0.0
-    decode_seconds: float = 0.0
 
 
 class DetectionService:
@@ -198,147 +167,89 @@ class DetectionService:
 
         return s3.fetch_object(self.s3, request.bucket, request.key, self.settings.max_image_bytes)
 
-    def _load(self, request: ImageRequest) -> Decoded:
-        """Fetch (S3) and decode one image; runs on the pool."""
-        decoded = Decoded()
+    def load_frame(self, frame: Frame) -> Frame:
+        """Fetch (S3) and decode one frame's image; runs on the fetch pool. JPEGs for the device decoder are only
+        read to their header here: the batch's are decoded together on the device (`decode_on_device`)."""
+        start = time.perf_counter()
         try:
-            start = time.perf_counter()
-            data = self.image_bytes(request)
-            fetched = time.perf_counter()
-            decoded.fetch_seconds = fetched - start
-            source = request.source or "request body"
-            if self.device_jpeg_decode:  # only the header here: the batch's JPEGs are decoded together on the device
-                decoded.image = jpeg_for_device(data, self.settings.max_image_bytes, self.settings.max_image_pixels,
-                                                source)
-            if decoded.image is None:
-                decoded.image = decode_image(data, self.settings.max_image_bytes, self.settings.max_image_pixels,
-                                             source, self._reduce_to)
-            decoded.decode_seconds = time.perf_counter() - fetched
+            data = self.image_bytes(frame.request.request)
         except RequestError as error:
-            decoded.error = error
-        return decoded
-
-    def _loaded(self, pending: list[ResolvedRequest], deadline: float,
-                images_per_pass: int) -> Iterator[tuple[ResolvedRequest, Decoded]]:
-        """Each request with its image in request order, fetched and decoded a bounded window ahead on
-        the pool; what is not ready by the deadline is a 504 (and, if not started yet, never started)."""
-        window = 2 * max(images_per_pass, self.settings.s3_max_concurrency)
-        futures: deque[tuple[ResolvedRequest, Future]] = deque()
-
-        def next_ready() -> tuple[ResolvedRequest, Decoded]:
-            resolved, future = futures.popleft()
-            try:
-                return resolved, future.result(timeout=max(0.0, deadline - time.monotonic()))
-            except FutureTimeout:
-                future.cancel()
-                return resolved, Decoded(error=self._late(resolved, "read and decoded"))
-
-        for resolved in pending:
-            futures.append((resolved, self.pool.submit(self._load, resolved.request)))
-            if len(futures) >= window:
-                yield next_ready()
-        while futures:
-            yield next_ready()
-
-    def _late(self, resolved: ResolvedRequest, what: str) -> RequestError:
-        source = resolved.request.source or "the image"
-        return timed_out(f"{source} was not {what} within REQUEST_TIMEOUT={self.settings.request_timeout:g} s")
+            return frame.failed(error)
+        fetched = time.perf_counter()
+        source = frame.source or "request body"
+        try:
+            image = jpeg_for_device(data, self.settings.max_image_bytes, self.settings.max_image_pixels, source) \
+                if self.device_jpeg_decode else None
+            if image is None:
+                image = decode_image(data, self.settings.max_image_bytes, self.settings.max_image_pixels, source,
+                                     self._reduce_to)
+        except RequestError as error:
+            image, failure = None, error
+        else:
+            failure = None
+        frame = replace(frame, image=image, fetch_seconds=fetched - start, decode_seconds=time.perf_counter() - fetched)
+        return frame if failure is None else frame.failed(failure)
 
     def predict(self, requests: list[ImageRequest], several: bool, images_per_pass: int | None = None) -> Prediction:
         """Detect in every image; each image's error stays in its place (Prediction.request_error says
         what a request answers). Images not done within REQUEST_TIMEOUT get a 504 in their place.
 
-        `images_per_pass` images go through the network at once (default BATCH_SIZE).
+        `images_per_pass` images go through the network at once (default BATCH_SIZE). The stages are
+        `request_handling.pipeline`'s.
         """
-        deadline = time.monotonic() + self.settings.request_timeout
-        images_per_pass = images_per_pass or self.settings.batch_size
-        results: list[ImageResult | ImageFailure | None] = [None] * len(requests)
-        pending = []
-        for index, request in enumerate(requests):
-            try:
-                pending.append(self.resolve(index, request))
-            except RequestError as error:
-                results[index] = ImageFailure(request.source, error)
-        timings = {"s3": 0.0, "decode": 0.0}
-        running: deque[Future] = deque()
-        batch: list[tuple[ResolvedRequest, DecodedImage]] = []
-        batches = 0
+        settings = self.settings
+        deadline = time.monotonic() + settings.request_timeout
+        images_per_pass = images_per_pass or settings.batch_size
+        runner = BatchRunner(self.decode_on_device, self.detect_frames, self.detect_pool, settings.parallel_batches,
+                             deadline, settings.request_timeout)
+        frames = load_ahead(expand(requests, self.resolve), self.load_frame, self.pool,
+                            2 * max(images_per_pass, settings.s3_max_concurrency), deadline, settings.request_timeout)
+        done = list(runner.run(batched(frames, images_per_pass)))
+        timings = {"s3": sum(f.fetch_seconds for f in done), "decode": sum(f.decode_seconds for f in done)}
+        for stage, seconds in runner.timings.items():
+            timings[stage] = timings.get(stage, 0.0) + seconds
+        return Prediction(gather(done, len(requests)), several, self.detector.name, settings.untrained, timings,
+                          runner.batches)
 
-        def run(batch: list[tuple[ResolvedRequest, DecodedImage]], last: bool) -> None:
-            """The request's last batch runs on the calling thread (the one that warmed the model up: its
-            OpenMP threads are ready, measured 1.4× faster per D0 image on CPU than a pool thread's); earlier
-            batches go to the detect pool, up to PARALLEL_BATCHES at once. JPEGs left for the device decoder
-            are decoded here first, while the pool still runs the previous batch."""
-            nonlocal batches
-            if time.monotonic() > deadline:
-                for resolved, _ in batch:
-                    results[resolved.index] = ImageFailure(resolved.request.source, self._late(resolved, "detected"))
-                return
-            batch = self._decode_on_device(batch, results, timings)
-            if not batch:
-                return
-            batches += 1
-            if last:
-                _add_timings(timings, self._detect(batch, results))
-                return
-            running.append(self.detect_pool.submit(self._detect, batch, results))
-            while len(running) > self.settings.parallel_batches:
-                _add_timings(timings, running.popleft().result())
-
-        for done, (resolved, decoded) in enumerate(self._loaded(pending, deadline, images_per_pass), 1):
-            timings["s3"] += decoded.fetch_seconds
-            timings["decode"] += decoded.decode_seconds
-            if decoded.error is None:
-                batch.append((resolved, decoded.image))
-            else:
-                results[resolved.index] = ImageFailure(resolved.request.source, decoded.error)
-            if batch and (len(batch) == images_per_pass or done == len(pending)):
-                run(batch, last=done == len(pending))
-                batch = []
-        while running:
-            _add_timings(timings, running.popleft().result())
-        return Prediction(results, several, self.detector.name, self.settings.untrained, timings, batches)
-
-    def _decode_on_device(self, batch: list[tuple[ResolvedRequest, DecodedImage]],
-                          results: list[ImageResult | ImageFailure | None],
-                          timings: dict[str, float]) -> list[tuple[ResolvedRequest, DecodedImage]]:
-        """The batch with its JPEGs left for the device decoder decoded there, in one call; what that decoder
-        refuses is decoded on the CPU, and an image neither can decode fails in its place."""
-        waiting = [i for i, (_, image) in enumerate(batch) if image.pixels is None]
+    def decode_on_device(self, frames: list[Frame]) -> list[Frame]:
+        """A batch with its JPEGs left for the device decoder decoded there, in one call; what that decoder
+        refuses is decoded on the CPU, and an image neither can decode fails in its place. The call's time is
+        shared among the frames it decoded."""
+        waiting = [i for i, frame in enumerate(frames) if frame.image.pixels is None]
         if not waiting:
-            return batch
+            return frames
         start = time.perf_counter()
-        decoded = decode_jpegs_on_device([batch[i][1] for i in waiting], self.detector.device)
-        ready = list(batch)
+        decoded = decode_jpegs_on_device([frames[i].image for i in waiting], self.detector.device)
+        ready = list(frames)
         for i, pixels in zip(waiting, decoded):
-            resolved, image = batch[i]
+            frame = frames[i]
             try:
-                ready[i] = (resolved, image._replace(pixels=pixels, jpeg=None) if pixels is not None else
-                            decode_image(image.jpeg, self.settings.max_image_bytes, self.settings.max_image_pixels,
-                                         resolved.request.source or "request body"))
+                image = frame.image._replace(pixels=pixels, jpeg=None) if pixels is not None else decode_image(
+                    frame.image.jpeg, self.settings.max_image_bytes, self.settings.max_image_pixels,
+                    frame.source or "request body")
+                ready[i] = replace(frame, image=image)
             except RequestError as error:
-                results[resolved.index] = ImageFailure(resolved.request.source, error)
-                ready[i] = None
-        timings["decode"] = timings.get("decode", 0.0) + time.perf_counter() - start
-        return [item for item in ready if item is not None]
+                ready[i] = frame.failed(error)
+        share = (time.perf_counter() - start) / len(waiting)
+        return [replace(f, decode_seconds=f.decode_seconds + share) if i in waiting else f for i, f in enumerate(ready)]
 
-    def _detect(self, batch: list[tuple[ResolvedRequest, DecodedImage]],
-                results: list[ImageResult | ImageFailure | None]) -> dict[str, float]:
-        """Detect in one batch (on the detect pool or the caller), fill its results in, return its stage timings."""
+    def detect_frames(self, frames: list[Frame]) -> tuple[list[Frame], dict[str, float]]:
+        """One batch's frames with their outcomes, and its stage timings; on the detect pool or the caller."""
         timings: dict[str, float] = {}
-        requests = [resolved for resolved, _ in batch]
-        images = [image for _, image in batch]
+        requests = [frame.request for frame in frames]
+        images = [frame.image for frame in frames]
         limits = [MAX_DETECTIONS_LIMIT if r.class_ids is not None else r.max_detections for r in requests]
         detections = self.detector.detect(
             [image.pixels for image in images], [r.pred_threshold for r in requests],
             [r.iou_threshold for r in requests], limits, timings=timings,
             full_sizes=[(image.width, image.height) for image in images])
-        for resolved, image, found in zip(requests, images, detections):
+        detected = []
+        for frame, resolved, image, found in zip(frames, requests, images, detections):
             if resolved.class_ids is not None:
                 found = [d for d in found if d.class_id in resolved.class_ids][:resolved.max_detections]
-            results[resolved.index] = ImageResult(resolved.request.source, image.width, image.height,
-                                                  resolved.pred_threshold, resolved.iou_threshold, found)
-        return timings
+            detected.append(replace(frame, outcome=ImageResult(frame.source, image.width, image.height,
+                                                               resolved.pred_threshold, resolved.iou_threshold, found)))
+        return detected, timings
 
 
 def log_prediction(prediction: Prediction, status: int) -> None:
@@ -349,7 +260,3 @@ def log_prediction(prediction: Prediction, status: int) -> None:
              json.dumps({stage: round(seconds * 1000, 2) for stage, seconds in prediction.timings.items()}),
              f" {UNTRAINED_WARNING}" if prediction.untrained else "")
 
-
-def _add_timings(total: dict[str, float], part: dict[str, float]) -> None:
-    for stage, value in part.items():
-        total[stage] = total.get(stage, 0) + value
