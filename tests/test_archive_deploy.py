@@ -16,7 +16,7 @@ import pytest
 import requests
 from conftest import REPO, SAMPLE_IMAGE
 
-from deploy.__main__ import HANDLER_VARIABLES
+from deploy.sagemaker_model import HANDLER_VARIABLES
 from localrun.ports import free_port
 from localrun.ray_serve import RayServer
 from localrun.serve import ModelServer
