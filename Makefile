@@ -13,7 +13,7 @@ PYTHON_PRODUCTION ?= $(firstword $(wildcard $(shell pyenv root 2>/dev/null)/vers
 PROD_VENV := .venv-dlc26
 PROD_STAMP := $(PROD_VENV)/.installed
 PRODUCTION_TESTS := tests/test_request_parsing.py tests/test_postprocess.py tests/test_formats.py tests/test_settings.py tests/test_efficientdet.py \
-	tests/test_handler.py tests/test_deadline.py tests/test_archive_code.py tests/test_device_pipeline.py
+	tests/test_handler.py tests/test_deadline.py tests/test_archive_code.py tests/test_device_pipeline.py tests/test_video.py
 UNIT_TESTS := tests/test_request_parsing.py tests/test_postprocess.py tests/test_formats.py tests/test_settings.py tests/test_matching.py tests/test_layers.py tests/test_pipeline.py
 # The Ray tier: the unit tier and the HTTP contract suite against Ray Serve, on the Ray Serve DLC's versions
 # (Python 3.13, Ray 2.57, torch 2.10; requirements/ray-dlc.txt) in a venv of their own.
@@ -24,7 +24,7 @@ RAY_STAMP := $(RAY_VENV)/.installed
 SERVER ?= torchserve
 SERVE_MODULE := $(if $(filter ray,$(SERVER)),localrun.ray_serve,localrun.serve)
 
-.PHONY: venv java test test-dev test-production test-ray test-unit lint serve weights demo bench load clean
+.PHONY: venv java ffmpeg test test-dev test-production test-ray test-unit lint serve weights demo bench load clean
 
 $(STAMP): requirements/dev.txt requirements/serve.txt requirements/deploy.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,19 +54,26 @@ java:
 	  SUDO=$$(command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openjdk-17-jre-headless; }
 
+# the tests' video clips are made with FFmpeg's command-line tools (the servers decode with OpenCV's own FFmpeg)
+ffmpeg:
+	@command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || { \
+	  echo "ffmpeg not found: installing Debian's ffmpeg"; \
+	  SUDO=$$(command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ffmpeg; }
+
 lint: venv
 	$(PY) -m ruff check .
 	$(VENV)/bin/hadolint docker/Dockerfile.cpu docker/Dockerfile.gpu
 
 test: lint test-dev test-production test-ray
 
-test-dev: venv java
+test-dev: venv java ffmpeg
 	$(PY) -m pytest
 
-test-production: $(PROD_STAMP)
+test-production: $(PROD_STAMP) ffmpeg
 	$(PROD_VENV)/bin/python -m pytest -p no:cacheprovider $(PRODUCTION_TESTS)
 
-test-ray: $(RAY_STAMP)
+test-ray: $(RAY_STAMP) ffmpeg
 	$(RAY_VENV)/bin/python -m pytest -p no:cacheprovider $(UNIT_TESTS) tests/test_serve_e2e.py -k "not torchserve"
 
 test-unit: venv

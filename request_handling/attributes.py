@@ -1,7 +1,7 @@
 """X-Amzn-SageMaker-Custom-Attributes: per-request options for any body, raw image bytes included.
 
-`pred_threshold=0.3,iou_threshold=0.5,max_detections=20,classes=person|car` — comma-separated key=value
-pairs, validated exactly as the JSON fields are (400 naming the bad key). A JSON body's own fields win.
+`pred_threshold=0.3,iou_threshold=0.5,max_detections=20,classes=person|car` (and for videos
+`sample_fps=2,start=10,end=20`, `timestamps=1.5|3|7.25`) — comma-separated key=value pairs, validated exactly as the JSON fields are (400 naming the bad key). A JSON body's own fields win.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ MAX_HEADER_CHARACTERS = 1024  # SageMaker's own limit for this header
 
 
 def _value(key: str, text: str) -> object:
-    """A number where the text is one (JSON's rules), a list of classes for `classes`, else the text."""
+    """A number where the text is one (JSON's rules), a list for `classes` and `timestamps`, else the text."""
     if key == "classes":
         return [int(c) if c.strip().isdigit() else c.strip() for c in text.split("|")]
+    if key == "timestamps":
+        return [_value("", t.strip()) for t in text.split("|")]
     try:
         return json.loads(text, parse_constant=lambda name: text)
     except ValueError:

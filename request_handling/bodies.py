@@ -13,9 +13,12 @@ CSV = "text/csv"
 JSON = "application/json"
 JSON_LINES = ("application/jsonlines", "application/x-jsonlines", "application/jsonl")
 IMAGE_TYPES = ("image/jpeg", "image/png", "application/x-image")
-SUPPORTED_CONTENT_TYPES = (CSV, JSON, *JSON_LINES, *IMAGE_TYPES)
+VIDEO_TYPES = ("video/mp4", "video/quicktime", "video/webm", "video/x-matroska")
 
-OPTION_FIELDS = ("pred_threshold", "iou_threshold", "max_detections", "classes")  # per image, body or header
+# per entry, in the body or the Custom-Attributes header; the sampling options apply to videos only
+SAMPLING_FIELDS = ("sample_fps", "every_n_frames", "timestamps", "start", "end", "max_frames")
+OPTION_FIELDS = ("pred_threshold", "iou_threshold", "max_detections", "classes", *SAMPLING_FIELDS)
+MAX_SAMPLE_FPS = 1000.0
 FIELDS = {"bucket", "key", "s3_uri", *OPTION_FIELDS}
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 IP_ADDRESS = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
@@ -33,7 +36,8 @@ MAX_DETECTIONS_LIMIT = 10_000
 
 @dataclass(frozen=True)
 class ImageRequest:
-    """One image to detect in: an S3 object or bytes sent inline, with per-image options."""
+    """One entry to detect in, an image or a video (told apart by its bytes): an S3 object or bytes sent inline,
+    with its options."""
 
     bucket: str | None = None
     key: str | None = None
@@ -42,6 +46,12 @@ class ImageRequest:
     iou_threshold: float | None = None
     max_detections: int | None = None
     classes: tuple[str | int, ...] | None = None
+    sample_fps: float | None = None
+    every_n_frames: int | None = None
+    timestamps: tuple[float, ...] | None = None
+    start: float | None = None
+    end: float | None = None
+    max_frames: int | None = None
     error: RequestError | None = None
     origin: str | None = None  # where inline bytes came from (a local file), reported as the source
 
@@ -123,8 +133,38 @@ def _classes(value: object, name: str, where: str) -> tuple[str | int, ...]:
     return tuple(value)
 
 
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _sample_fps(value: object, name: str, where: str) -> float:
+    if not _finite(value) or not 0 < value <= MAX_SAMPLE_FPS:
+        raise bad_request(f"{where}{name} must be a number of frames per second in (0, {MAX_SAMPLE_FPS:g}], "
+                          f"got {json.dumps(value)[:40]}")
+    return float(value)
+
+
+def _count(value: object, name: str, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise bad_request(f"{where}{name} must be an integer of at least 1, got {json.dumps(value)[:40]}")
+    return value
+
+
+def _seconds(value: object, name: str, where: str) -> float:
+    if not _finite(value) or value < 0:
+        raise bad_request(f"{where}{name} must be a number of seconds, at least 0, got {json.dumps(value)[:40]}")
+    return float(value)
+
+
+def _timestamps(value: object, name: str, where: str) -> tuple[float, ...]:
+    if not isinstance(value, list) or not value or not all(_finite(t) and t >= 0 for t in value):
+        raise bad_request(f"{where}{name} must be a non-empty list of seconds, each at least 0")
+    return tuple(float(t) for t in value)
+
+
 OPTION_CHECKS = {"pred_threshold": _threshold, "iou_threshold": _threshold, "max_detections": _max_detections,
-                 "classes": _classes}
+                 "classes": _classes, "sample_fps": _sample_fps, "every_n_frames": _count, "timestamps": _timestamps,
+                 "start": _seconds, "end": _seconds, "max_frames": _count}
 
 
 def option_fields(item: dict, where: str = "") -> dict[str, object]:
@@ -216,12 +256,14 @@ def parse_request(body: str | bytes | bytearray, content_type: str | None,
     becomes an error in its place.
     """
     kind = media_type(content_type)
-    if kind in IMAGE_TYPES:
+    if kind in IMAGE_TYPES or kind in VIDEO_TYPES:
         if not body:
-            raise bad_request("request body is empty: expected image bytes")
+            raise bad_request(f"request body is empty: expected {'video' if kind in VIDEO_TYPES else 'image'} bytes")
         return [ImageRequest(image_bytes=bytes(body))], False
     if kind not in (CSV, JSON, *JSON_LINES):
-        raise RequestError(415, f"unsupported content type {(content_type or '')[:80]!r}; use one of {', '.join(SUPPORTED_CONTENT_TYPES)}")
+        raise RequestError(415, f"unsupported content type {(content_type or '')[:60]!r}; use {CSV}, {JSON}, "
+                                f"{JSON_LINES[0]}, an image type ({', '.join(IMAGE_TYPES)}) or a video type "
+                                f"({', '.join(VIDEO_TYPES)})")
     text = _decode_text(body)
     if not text.strip():
         raise bad_request("request body is empty")

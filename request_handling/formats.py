@@ -1,11 +1,12 @@
-"""Response formats an existing client can read, one image's entry each: ours, SageMaker's built-in Object
-Detection algorithm's, and Amazon Rekognition DetectLabels'. An image that failed keeps our error entry."""
+"""Response formats an existing client can read, one entry per image or video each: ours, SageMaker's built-in
+Object Detection algorithm's, and Amazon Rekognition's (DetectLabels for an image, GetLabelDetection for a video).
+An image that failed keeps our error entry; so does a video's frame."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from .pipeline import ImageFailure, ImageResult
+from .pipeline import FrameResult, ImageFailure, ImageResult, Outcome, VideoResult
 
 OURS, SAGEMAKER_OBJECT_DETECTION, REKOGNITION = "efficientdet", "sagemaker-object-detection", "rekognition"
 
@@ -47,8 +48,60 @@ ENTRY_BUILDERS: dict[str, Callable[[ImageResult, str], dict]] = {
 }
 
 
-def entry(result: ImageResult | ImageFailure, model: str, response_format: str = OURS) -> dict:
-    """One image's entry of the response in the format asked for."""
+def video_entry(result: VideoResult, model: str, response_format: str) -> dict:
+    """A video's entry: what the clip is, then each sampled frame's index, time and entry (detections in the
+    format's own shape, without the image fields the video already gives); Rekognition's GetLabelDetection shape
+    for `rekognition`."""
+    info = result.info
+    if response_format == REKOGNITION:
+        return rekognition_video_entry(result, model)
+    built = {"source": result.source, "width": info.width, "height": info.height, "fps": info.fps,
+             "duration": info.duration, "codec": info.codec, "model": model, "pred_threshold": result.pred_threshold,
+             "iou_threshold": result.iou_threshold, "frames": [frame_entry(f, model, response_format)
+                                                                for f in result.frames]}
+    if result.error is not None:
+        built["error"] = result.error.as_dict()
+    return built
+
+
+IMAGE_FIELDS = ("source", "width", "height", "model", "pred_threshold", "iou_threshold")
+
+
+def frame_entry(frame: FrameResult, model: str, response_format: str) -> dict:
+    head = {"frame": frame.index, "time": frame.time}
+    if isinstance(frame.outcome, ImageFailure):
+        return {**head, "error": frame.outcome.error.as_dict()}
+    built = ENTRY_BUILDERS[response_format](frame.outcome, model)
+    return {**head, **{key: value for key, value in built.items() if key not in IMAGE_FIELDS}}
+
+
+def rekognition_video_entry(result: VideoResult, model: str) -> dict:
+    """GetLabelDetection-like: `Labels` as {Timestamp (ms), Label {Name, Confidence, Instances …}} per label and
+    frame, `VideoMetadata` with codec, duration, frame rate and size."""
+    info = result.info
+    labels, errors = [], []
+    for frame in result.frames:
+        timestamp = round(frame.time * 1000)
+        if isinstance(frame.outcome, ImageFailure):
+            errors.append({"Timestamp": timestamp, "frame": frame.index, "error": frame.outcome.error.as_dict()})
+            continue
+        labels += [{"Timestamp": timestamp, "Label": label} for label in rekognition_entry(frame.outcome, model)["Labels"]]
+    built = {"JobStatus": "SUCCEEDED",
+             "VideoMetadata": {"Codec": info.codec, "DurationMillis": round(info.duration * 1000),
+                               "FrameRate": info.fps, "FrameHeight": info.height, "FrameWidth": info.width},
+             "Labels": labels, "LabelModelVersion": model, "source": result.source}
+    if errors:
+        built["FrameErrors"] = errors
+    if result.error is not None:
+        built["StatusMessage"] = result.error.message
+        built["error"] = result.error.as_dict()
+    return built
+
+
+def entry(result: Outcome, model: str, response_format: str = OURS) -> dict:
+    """One image's or video's entry of the response in the format asked for."""
     if isinstance(result, ImageFailure):
         return {"source": result.source, "error": result.error.as_dict()}
+    if isinstance(result, VideoResult):
+        return video_entry(result, model, response_format)
     return ENTRY_BUILDERS[response_format](result, model)

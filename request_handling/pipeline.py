@@ -2,10 +2,13 @@
 
     entries → expand → load_ahead → batched → BatchRunner.run → gather → outcomes in request order
 
-An entry (one `ImageRequest`) expands into the frames to detect in: an image is one. Frames are fetched and
-decoded a bounded window ahead on a pool, grouped into batches, detected (earlier batches on the detect pool,
-the last on the calling thread), and gathered back into their entries. Each stage passes a frame that already
-has its outcome (a failure) on untouched. Concurrency and the deadline belong to the stages that need them.
+An entry (one `ImageRequest`) expands into the frames to detect in: an image is one, a video as many as its
+sampling picks. Entries are fetched a bounded window ahead on a pool; an image is decoded there, a video's frames
+are decoded in order as the pipeline asks for them (so a clip's decode overlaps the detection of its previous
+batch, and only a few frames are held at once). Frames are grouped into batches, detected (earlier batches on the
+detect pool, the last on the calling thread), and gathered back into their entries. Each stage passes a frame
+that already has its outcome (a failure) on untouched. Concurrency and the deadline belong to the stages that
+need them.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from efficientdet import Detection
 from .bodies import ImageRequest
 from .errors import RequestError, timed_out
 from .images import DecodedImage
+from .video import Sampling, VideoInfo
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class ResolvedRequest:
     iou_threshold: float
     max_detections: int
     class_ids: frozenset[int] | None
+    sampling: Sampling = Sampling()
 
 
 @dataclass(frozen=True)
@@ -56,19 +61,46 @@ class ImageFailure:
     error: RequestError
 
 
-Outcome = ImageResult | ImageFailure
+@dataclass(frozen=True)
+class FrameResult:
+    """One sampled frame of a video: its index and presentation time, and its detections or its error."""
+
+    index: int
+    time: float
+    outcome: ImageResult | ImageFailure
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    """The sampled frames of one video, in order; `error` when the clip could not be read to the end of its
+    sampling (cut short by the deadline)."""
+
+    source: str | None
+    info: VideoInfo
+    pred_threshold: float
+    iou_threshold: float
+    frames: list[FrameResult]
+    error: RequestError | None = None
+
+
+Outcome = ImageResult | ImageFailure | VideoResult
 
 
 @dataclass(frozen=True)
 class Frame:
     """One picture to detect in, as the stages fill it in: its entry, the resolved request, the decoded image,
-    and finally its outcome (set early when it fails). `last`: no frame follows it in the request."""
+    and finally its outcome (set early when it fails). A video's frame also has its index and time in the clip
+    (`video` set); a video's failed frame without an index stands for the rest of the clip. `last`: no frame
+    follows it in the request."""
 
     entry: int
     source: str | None
     request: ResolvedRequest | None = None
     image: DecodedImage | None = None
-    outcome: Outcome | None = None
+    outcome: ImageResult | ImageFailure | None = None
+    video: VideoInfo | None = None
+    index: int | None = None
+    time: float | None = None
     fetch_seconds: float = 0.0
     decode_seconds: float = 0.0
     last: bool = False
@@ -101,11 +133,22 @@ def expand(requests: list[ImageRequest], resolve: Callable[[int, ImageRequest], 
             yield frame.failed(error)
 
 
-def load_ahead(frames: Iterable[Frame], load: Callable[[Frame], Frame], pool: Executor, window: int,
-               deadline: float, request_timeout: float) -> Iterator[Frame]:
-    """Frames → loaded frames (fetched and decoded by `load` on `pool`), in order, at most `window` in flight.
-    A frame not loaded by the deadline fails with 504 (one not started yet never starts); the last frame
-    yielded is marked `last`."""
+def load_ahead(frames: Iterable[Frame], load: Callable[[Frame], Frame | Iterator[Frame]], pool: Executor,
+               window: int, deadline: float, request_timeout: float) -> Iterator[Frame]:
+    """Frames → loaded frames, in order, at most `window` entries in flight: `load` runs on `pool` and gives the
+    frame fetched and decoded, or (a video) an iterator of its frames, decoded here as they are asked for. A frame
+    not loaded by the deadline fails with 504 (one not started yet never starts; a video stops there, one failed
+    frame standing for the rest); the last frame yielded is marked `last`."""
+    loaded = _loaded_in_order(frames, load, pool, window, deadline, request_timeout)
+    frame = next(loaded, None)
+    while frame is not None:
+        following = next(loaded, None)
+        yield replace(frame, last=following is None)
+        frame = following
+
+
+def _loaded_in_order(frames: Iterable[Frame], load: Callable[[Frame], Frame | Iterator[Frame]], pool: Executor,
+                     window: int, deadline: float, request_timeout: float) -> Iterator[Frame]:
     source = iter(frames)
     running: deque[tuple[Frame, Future | None]] = deque()
     for frame in source:
@@ -114,19 +157,34 @@ def load_ahead(frames: Iterable[Frame], load: Callable[[Frame], Frame], pool: Ex
             break
     while running:
         frame, future = running.popleft()
+        result: Frame | Iterator[Frame] = frame
         if future is not None:
             try:
-                frame = future.result(timeout=max(0.0, deadline - time.monotonic()))
+                result = future.result(timeout=max(0.0, deadline - time.monotonic()))
             except FutureTimeout:
                 future.cancel()
-                frame = frame.failed(late(frame, "read and decoded", request_timeout))
+                result = frame.failed(late(frame, "read and decoded", request_timeout))
         following = next(source, None)
         if following is not None:
             running.append(_started(following, load, pool))
-        yield replace(frame, last=not running)
+        if isinstance(result, Frame):
+            yield result
+        else:
+            yield from _until(result, deadline, request_timeout)
 
 
-def _started(frame: Frame, load: Callable[[Frame], Frame], pool: Executor) -> tuple[Frame, Future | None]:
+def _until(video_frames: Iterator[Frame], deadline: float, request_timeout: float) -> Iterator[Frame]:
+    """A video's frames as long as the deadline allows; then one failed frame for the rest of the clip."""
+    for frame in video_frames:
+        if time.monotonic() > deadline:
+            video_frames.close()
+            yield replace(frame, index=None, time=None).failed(late(frame, "read to the end of its sampling",
+                                                                    request_timeout))
+            return
+        yield frame
+
+
+def _started(frame: Frame, load: Callable[[Frame], Frame | Iterator[Frame]], pool: Executor) -> tuple[Frame, Future | None]:
     """The frame with its load submitted to the pool; a frame that already failed needs none."""
     return frame, None if frame.outcome is not None else pool.submit(load, frame)
 
@@ -194,11 +252,24 @@ class BatchRunner:
 
 
 def gather(frames: Iterable[Frame], entries: int) -> list[Outcome]:
-    """Detected frames → one outcome per entry, in request order."""
+    """Detected frames → one outcome per entry, in request order: an image's own, or a video's frames in order."""
     outcomes: list[Outcome | None] = [None] * entries
     for frame in frames:
-        outcomes[frame.entry] = frame.outcome
+        if frame.video is None:
+            outcomes[frame.entry] = frame.outcome
+            continue
+        video = outcomes[frame.entry]
+        if video is None:
+            resolved = frame.request
+            video = outcomes[frame.entry] = VideoResult(frame.source, frame.video, resolved.pred_threshold,
+                                                        resolved.iou_threshold, [])
+        if frame.index is None:
+            outcomes[frame.entry] = replace(video, error=frame.outcome.error)
+        else:
+            video.frames.append(FrameResult(frame.index, frame.time, frame.outcome))
     missing = [i for i, outcome in enumerate(outcomes) if outcome is None]
     if missing:
         raise RuntimeError(f"entries {missing} came out of the pipeline without an outcome")
+    for video in (o for o in outcomes if isinstance(o, VideoResult)):
+        video.frames.sort(key=lambda f: (f.time, f.index))
     return outcomes

@@ -1,6 +1,10 @@
-"""Reading image objects from S3: bounded timeouts and retries, errors as HTTP statuses."""
+"""Reading image and video objects from S3: bounded timeouts and retries, errors as HTTP statuses."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import boto3
 from botocore.config import Config
@@ -16,6 +20,7 @@ from botocore.exceptions import (
 from urllib3.exceptions import ProtocolError
 
 from .errors import RequestError, bad_request, forbidden, not_found, too_large
+from .video import SIGNATURE_BYTES, is_video, other_container, spooled
 
 NOT_FOUND_CODES = {"NoSuchKey", "NoSuchBucket", "404", "NotFound"}
 FORBIDDEN_CODES = {"AccessDenied", "403", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch",
@@ -41,16 +46,11 @@ def _client_error(error: ClientError, source: str) -> RequestError:
     return RequestError(502, f"S3 failed reading {source} ({code or status})")
 
 
-def fetch_object(client, bucket: str, key: str, max_bytes: int) -> bytes:
-    """The object's bytes; RequestError 404/403/413/502/503/504 when S3 cannot provide them."""
-    source = f"s3://{bucket}/{key}"
+@contextmanager
+def s3_errors(source: str) -> Iterator[None]:
+    """What S3 or the connection to it raises, as the RequestError a client should see (404/403/502/503/504)."""
     try:
-        response = client.get_object(Bucket=bucket, Key=key)
-        body = response["Body"]
-        with body:
-            if response.get("ContentLength", 0) > max_bytes:
-                raise too_large(f"{source} is {response['ContentLength']} bytes; the limit is {max_bytes}")
-            data = body.read(max_bytes + 1)
+        yield
     except ClientError as error:
         raise _client_error(error, source) from None
     except (ReadTimeoutError, ConnectTimeoutError):
@@ -61,6 +61,43 @@ def fetch_object(client, bucket: str, key: str, max_bytes: int) -> bytes:
         raise RequestError(503, "S3 cannot be read: the server has no AWS credentials") from None
     except BotoCoreError as error:
         raise RequestError(502, f"S3 failed reading {source}: {type(error).__name__}") from None
+
+
+def fetch_object(client, bucket: str, key: str, max_bytes: int) -> bytes:
+    """The object's bytes; RequestError 404/403/413/502/503/504 when S3 cannot provide them."""
+    source = f"s3://{bucket}/{key}"
+    with s3_errors(source):
+        response = client.get_object(Bucket=bucket, Key=key)
+        with response["Body"] as body:
+            return _bounded(response, body, b"", max_bytes, source)
+
+
+def fetch_media(client, bucket: str, key: str, max_image_bytes: int, max_video_bytes: int) -> bytes | Path:
+    """An image's bytes, or a video (told by its first bytes) streamed into a temporary file whose path the caller
+    removes: a clip is never held in memory. RequestError as `fetch_object`, 413 over MAX_VIDEO_BYTES, 415 for a
+    video container we do not read."""
+    source = f"s3://{bucket}/{key}"
+    with s3_errors(source):
+        response = client.get_object(Bucket=bucket, Key=key)
+        with response["Body"] as body:
+            head = body.read(SIGNATURE_BYTES)
+            refused = other_container(head)
+            if refused:
+                raise RequestError(415, f"{source} is a {refused} video; videos are read from MP4, MOV, WebM and "
+                                        "Matroska files")
+            if is_video(head):
+                if response.get("ContentLength", 0) > max_video_bytes:
+                    raise too_large(f"{source} is {response['ContentLength']} bytes; the limit is MAX_VIDEO_BYTES="
+                                    f"{max_video_bytes}")
+                return spooled(body, head, max_video_bytes, source)
+            return _bounded(response, body, head, max_image_bytes, source)
+
+
+def _bounded(response: dict, body, head: bytes, max_bytes: int, source: str) -> bytes:
+    """The rest of an object's body after `head`, at most max_bytes in all (413), not empty (400)."""
+    if response.get("ContentLength", 0) > max_bytes:
+        raise too_large(f"{source} is {response['ContentLength']} bytes; the limit is {max_bytes}")
+    data = head + body.read(max_bytes + 1 - len(head))
     if len(data) > max_bytes:
         raise too_large(f"{source} is larger than the limit of {max_bytes} bytes")
     if not data:

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,7 +20,7 @@ from efficientdet import Detector
 
 from .bodies import MAX_DETECTIONS_LIMIT, ImageRequest
 from .errors import RequestError, bad_request, forbidden, too_large
-from .images import decode_image, decode_jpegs_on_device, jpeg_for_device
+from .images import DecodedImage, decode_image, decode_jpegs_on_device, jpeg_for_device
 from .pipeline import (
     BatchRunner,
     Frame,
@@ -31,6 +33,7 @@ from .pipeline import (
     load_ahead,
 )
 from .settings import Settings
+from .video import SIGNATURE_BYTES, Sampling, Video, is_video, other_container, spooled
 
 log = logging.getLogger("efficientdet.serving")
 
@@ -148,7 +151,9 @@ class DetectionService:
             settings.pred_threshold if request.pred_threshold is None else request.pred_threshold,
             settings.iou_threshold if request.iou_threshold is None else request.iou_threshold,
             request.max_detections or settings.max_detections,
-            self.class_ids(request.classes))
+            self.class_ids(request.classes),
+            Sampling.of(request.sample_fps, request.every_n_frames,
+                        request.timestamps, request.start, request.end, request.max_frames, settings.max_video_frames))
 
     def check_response_size(self, requests: list[ImageRequest]) -> None:
         """Bound one request's whole response, not only each image: 413 before anything is fetched."""
@@ -167,28 +172,60 @@ class DetectionService:
 
         return s3.fetch_object(self.s3, request.bucket, request.key, self.settings.max_image_bytes)
 
-    def load_frame(self, frame: Frame) -> Frame:
-        """Fetch (S3) and decode one frame's image; runs on the fetch pool. JPEGs for the device decoder are only
-        read to their header here: the batch's are decoded together on the device (`decode_on_device`)."""
+    def load_frame(self, frame: Frame) -> Frame | Iterator[Frame]:
+        """Fetch (S3) and decode one entry's image, on the fetch pool; for a video (told by its bytes), open it here
+        and give its sampled frames, decoded one by one as they are asked for. JPEGs for the device decoder are
+        only read to their header here: the batch's are decoded together on the device (`decode_on_device`)."""
         start = time.perf_counter()
-        try:
-            data = self.image_bytes(frame.request.request)
-        except RequestError as error:
-            return frame.failed(error)
-        fetched = time.perf_counter()
         source = frame.source or "request body"
         try:
-            image = jpeg_for_device(data, self.settings.max_image_bytes, self.settings.max_image_pixels, source) \
+            media = self.media(frame.request.request)
+            fetched = time.perf_counter()
+            if isinstance(media, Path):
+                video = Video(media, source)
+                return self._video_frames(replace(frame, video=video.info, fetch_seconds=fetched - start), video)
+            refused = other_container(media[:SIGNATURE_BYTES])
+            if refused:
+                raise RequestError(415, f"{source} is a {refused} video; videos are read from MP4, MOV, WebM and "
+                                        "Matroska files")
+            image = jpeg_for_device(media, self.settings.max_image_bytes, self.settings.max_image_pixels, source) \
                 if self.device_jpeg_decode else None
             if image is None:
-                image = decode_image(data, self.settings.max_image_bytes, self.settings.max_image_pixels, source,
+                image = decode_image(media, self.settings.max_image_bytes, self.settings.max_image_pixels, source,
                                      self._reduce_to)
         except RequestError as error:
-            image, failure = None, error
-        else:
-            failure = None
-        frame = replace(frame, image=image, fetch_seconds=fetched - start, decode_seconds=time.perf_counter() - fetched)
-        return frame if failure is None else frame.failed(failure)
+            return replace(frame, fetch_seconds=time.perf_counter() - start).failed(error)
+        return replace(frame, image=image, fetch_seconds=fetched - start, decode_seconds=time.perf_counter() - fetched)
+
+    def media(self, request: ImageRequest) -> bytes | Path:
+        """An entry's image bytes, or its video in a temporary file (an S3 clip is streamed there, never held in
+        memory; inline video bytes are written there for the decoder)."""
+        if request.image_bytes is not None:
+            data = request.image_bytes
+            if not is_video(data[:SIGNATURE_BYTES]):
+                return data
+            if len(data) > self.settings.max_video_bytes:
+                raise too_large(f"the video is {len(data)} bytes; the limit is MAX_VIDEO_BYTES="
+                                f"{self.settings.max_video_bytes}")
+            return spooled(io.BytesIO(data[SIGNATURE_BYTES:]), data[:SIGNATURE_BYTES], len(data), "the video")
+        from . import s3
+
+        return s3.fetch_media(self.s3, request.bucket, request.key, self.settings.max_image_bytes,
+                              self.settings.max_video_bytes)
+
+    @staticmethod
+    def _video_frames(frame: Frame, video: Video) -> Iterator[Frame]:
+        """An opened video entry's frames, each decoded when the pipeline asks for it (its decode time is the wait
+        for it); the clip's file is removed when the last one is done (or the pipeline stops asking)."""
+        clock = time.perf_counter()
+        for sampled in video.frames(frame.request.sampling):
+            at = replace(frame, index=sampled.index, time=sampled.time, decode_seconds=time.perf_counter() - clock)
+            if sampled.error is not None:
+                yield at.failed(sampled.error)
+            else:
+                height, width = sampled.pixels.shape[:2]
+                yield replace(at, image=DecodedImage(sampled.pixels, width, height))
+            clock = time.perf_counter()
 
     def predict(self, requests: list[ImageRequest], several: bool, images_per_pass: int | None = None) -> Prediction:
         """Detect in every image; each image's error stays in its place (Prediction.request_error says

@@ -38,6 +38,8 @@ class Settings:
     allowed_buckets: frozenset[str] = frozenset()
     max_image_bytes: int = 50_000_000
     max_image_pixels: int = 100_000_000
+    max_video_bytes: int = 1024**3  # an async request or a Batch Transform clip; spooled to disk, never in memory
+    max_video_frames: int = 1000
     max_images_per_request: int = 1000
     max_detections_per_request: int = 100_000
     max_request_bytes: int = 6_553_500  # TorchServe's own default; the Ray app enforces the same
@@ -230,6 +232,8 @@ def load_settings(model_dir: str | os.PathLike, env: Mapping[str, str] = os.envi
         allowed_buckets=allowed_buckets(env),
         max_image_bytes=_integer(env, "MAX_IMAGE_BYTES", default.max_image_bytes, 1),
         max_image_pixels=_integer(env, "MAX_IMAGE_PIXELS", default.max_image_pixels, 1),
+        max_video_bytes=_integer(env, "MAX_VIDEO_BYTES", default.max_video_bytes, 1),
+        max_video_frames=_integer(env, "MAX_VIDEO_FRAMES", default.max_video_frames, 1),
         max_images_per_request=max_images_per_request(env),
         max_request_bytes=_integer(env, "TS_MAX_REQUEST_SIZE", default.max_request_bytes, 1),
         max_detections_per_request=_integer(env, "MAX_DETECTIONS_PER_REQUEST", default.max_detections_per_request, 1),

@@ -129,3 +129,41 @@ def test_gather_puts_each_outcome_in_its_entry_in_request_order():
     assert [o.source for o in gather(done, 3)] == ["s3://b/0.jpg", "s3://b/1.jpg", "s3://b/2.jpg"]
     with pytest.raises(RuntimeError, match=r"entries \[2\]"):
         gather(done[1:], 3)
+
+
+def test_load_ahead_flattens_a_videos_frames_in_place_and_marks_the_last():
+    def load(frame):
+        if frame.entry != 1:
+            return frame
+        return (replace(frame, index=i, time=i / 2) for i in range(3))  # a video: its frames, decoded as asked
+
+    with ThreadPoolExecutor(2) as pool:
+        out = list(load_ahead(frames(3), load, pool, 2, FAR, 30.0))
+    assert [(f.entry, f.index) for f in out] == [(0, None), (1, 0), (1, 1), (1, 2), (2, None)]
+    assert [f.last for f in out] == [False] * 4 + [True]
+
+
+def test_a_video_that_runs_past_the_deadline_stops_with_one_frame_standing_for_the_rest():
+    def slow_frames(frame):
+        for i in range(100):
+            time.sleep(0.05)
+            yield replace(frame, index=i, time=float(i))
+
+    with ThreadPoolExecutor(1) as pool:
+        out = list(load_ahead(frames(1), slow_frames, pool, 1, time.monotonic() + 0.3, 0.3))
+    assert 2 <= len(out) < 10 and all(f.outcome is None for f in out[:-1])
+    rest = out[-1]
+    assert rest.index is None and rest.outcome.error.status_code == 504
+    assert "was not read to the end of its sampling within REQUEST_TIMEOUT=0.3 s" in rest.outcome.error.message
+
+
+def test_gather_puts_a_videos_frames_in_order_into_one_entry():
+    from request_handling.video import VideoInfo
+
+    info = VideoInfo(640, 360, 30.0, 5.0, "h264", 150)
+    resolved = ResolvedRequest(1, ImageRequest("b", "v.mp4"), 0.2, 0.2, 100, None)
+    video = [replace(detected(f), video=info, request=resolved, entry=1, index=i, time=t)
+             for f, (i, t) in zip(frames(3), ((30, 1.0), (0, 0.0), (60, 2.0)))]
+    [image, result] = gather([detected(frames(1)[0]), *video], 2)
+    assert isinstance(image, ImageResult) and result.info == info
+    assert [(f.index, f.time) for f in result.frames] == [(0, 0.0), (30, 1.0), (60, 2.0)] and result.error is None

@@ -1,0 +1,65 @@
+"""Video clips for tests, made with FFmpeg's command-line tools (Debian's `ffmpeg`, which `make test` installs):
+H.264 and H.265 at a constant frame rate, a variable frame rate, a phone clip rotated by its metadata, one cut
+short, VP9 in WebM, and an AVI; what `ffprobe` says of each frame."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+TEST_PATTERN = "testsrc2=size={width}x{height}:rate={rate}:duration={seconds}"
+
+
+def require_ffmpeg() -> None:
+    if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
+        pytest.skip("ffmpeg/ffprobe not installed (make test installs Debian's ffmpeg)")
+
+
+def encode(out: Path, *, width: int = 640, height: int = 360, rate: str = "30000/1001", seconds: float = 5,
+           codec: str = "libx264", options: tuple[str, ...] = (), filters: str | None = None) -> Path:
+    """A test-pattern clip (moving, so that frames differ), with the index at the front of MP4 files."""
+    command = ["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi",
+               "-i", TEST_PATTERN.format(width=width, height=height, rate=rate, seconds=seconds)]
+    if filters:
+        command += ["-vf", filters]
+    command += ["-c:v", codec, "-pix_fmt", "yuv420p", *options]
+    if out.suffix in (".mp4", ".mov"):
+        command += ["-movflags", "+faststart"]
+    subprocess.run([*command, str(out)], check=True, timeout=600)
+    return out
+
+
+def rotated(source: Path, out: Path) -> Path:
+    """The clip with a 90° display matrix in its track header, as a phone held upright writes it."""
+    data = bytearray(source.read_bytes())
+    box = data.find(b"tkhd")
+    version = data[box + 4]
+    matrix = box + 8 + (8 if version == 0 else 16) + 8 + (4 if version == 0 else 8) + 16
+    data[matrix:matrix + 36] = struct.pack(">9i", 0, 65536, 0, -65536, 0, 0, 0, 0, 1 << 30)
+    out.write_bytes(bytes(data))
+    return out
+
+
+def cut_short(source: Path, out: Path, keep: float = 0.5) -> Path:
+    """The first `keep` of the file's bytes: the index (at the front) still lists every frame."""
+    data = source.read_bytes()
+    out.write_bytes(data[:int(len(data) * keep)])
+    return out
+
+
+def frame_times(path: Path) -> list[float]:
+    """Each frame's presentation time in seconds, in presentation order, as ffprobe reports it."""
+    run = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                          "frame=best_effort_timestamp_time", "-of", "csv=p=0", str(path)],
+                         check=True, capture_output=True, text=True, timeout=300)
+    return [float(line.strip().strip(",")) for line in run.stdout.splitlines() if line.strip().strip(",")]
+
+
+def shown_at(times: list[float], wanted: float) -> int:
+    """The frame a player shows at `wanted`: the last at or before it (the first before the first frame)."""
+    before = [i for i, t in enumerate(times) if t <= wanted + 1e-6]
+    return before[-1] if before else 0

@@ -1,0 +1,222 @@
+"""Videos: which frames a request samples (against what ffprobe says of each frame), what the detector sees in
+them (against the same frames sent as images), and the answers of the real toolkit for clips inline and on S3."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import cv2
+import numpy as np
+import pytest
+from clips import cut_short, encode, frame_times, require_ffmpeg, rotated, shown_at
+from conftest import USER_BUCKET
+from images import encode as encode_image
+from images import gradient
+from matching import unmatched
+from PIL import Image
+from toolkit import Toolkit
+
+from efficientdet import Detector
+from request_handling.bodies import ImageRequest, parse_request
+from request_handling.errors import RequestError
+from request_handling.service import DetectionService
+from request_handling.settings import Settings
+from request_handling.video import Sampling, Video, is_video, other_container
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory):
+    require_ffmpeg()
+    folder = tmp_path_factory.mktemp("clips")
+    h264 = encode(folder / "h264.mp4")
+    made = {
+        "h264": h264,
+        "h265": encode(folder / "h265.mp4", codec="libx265", options=("-tag:v", "hvc1", "-x265-params", "log-level=error")),
+        "vfr": encode(folder / "vfr.mp4", rate="30", filters="select='lt(n\\,30)+not(mod(n\\,4))'",
+                      options=("-fps_mode", "vfr")),
+        "vp9": encode(folder / "vp9.webm", codec="libvpx-vp9", seconds=3, options=("-b:v", "200k", "-deadline", "realtime")),
+        "avi": encode(folder / "mpeg4.avi", codec="mpeg4", seconds=1),
+    }
+    made["rotated"] = rotated(h264, folder / "rotated.mp4")
+    made["cut"] = cut_short(h264, folder / "cut.mp4")
+    return made
+
+
+def sampled(path, **options):
+    sampling = Sampling.of(options.get("sample_fps"), options.get("every_n_frames"), options.get("timestamps"),
+                           options.get("start"), options.get("end"), options.get("max_frames"), 1000)
+    return list(Video(path, path.name, owned=False).frames(sampling))
+
+
+def test_a_clip_is_told_by_its_bytes_not_its_name(clips):
+    assert is_video(clips["h264"].read_bytes()[:16]) and is_video(clips["vp9"].read_bytes()[:16])
+    assert other_container(clips["avi"].read_bytes()[:192]) == "AVI"
+    jpeg = encode_image(gradient(), "JPEG")
+    assert not is_video(jpeg[:16]) and other_container(jpeg[:192]) is None
+
+
+@pytest.mark.parametrize("clip, fps", [("h264", 1), ("h265", 1), ("vp9", 2), ("vfr", 2.5), ("vfr", 7)])
+def test_sampled_frames_are_those_a_player_shows_at_each_time(clips, clip, fps):
+    """Every 1/fps s from 0: the last frame at or before each time, with ffprobe's index and time for it (the
+    variable-frame-rate clip holds frames for 4 intervals after its first second)."""
+    times = frame_times(clips[clip])
+    frames = sampled(clips[clip], sample_fps=fps)
+    end = times[-1] + (times[-1] - times[-2])  # the last frame is on screen for one more interval
+    wanted = [k / fps for k in range(len(frames))]
+    assert len(frames) == len([k for k in range(1000) if k / fps < end - 1e-6])
+    assert [f.index for f in frames] == [shown_at(times, t) for t in wanted]
+    assert [f.time for f in frames] == pytest.approx([times[shown_at(times, t)] for t in wanted], abs=1e-4)
+    assert all(f.error is None and f.pixels.shape == (360, 640, 3) for f in frames)
+
+
+def test_every_nth_frame_timestamps_start_end_and_max_frames(clips):
+    times = frame_times(clips["h264"])
+    assert [f.index for f in sampled(clips["h264"], every_n_frames=30, start=1.0, end=4.0)] == [30, 60, 90]
+    assert [f.index for f in sampled(clips["h264"], timestamps=(4.0, 0.5, 2.25))] == [
+        shown_at(times, 0.5), shown_at(times, 2.25), shown_at(times, 4.0)]
+    assert [f.index for f in sampled(clips["h264"], sample_fps=1, start=2, end=4)] == [
+        shown_at(times, 2.0), shown_at(times, 3.0)]
+    assert len(sampled(clips["h264"], sample_fps=10, max_frames=3)) == 3
+
+
+def test_a_sampled_frame_matches_ffmpegs_own_decode_of_it(clips, tmp_path):
+    frame = sampled(clips["h264"], timestamps=(2.0,))[0]
+    png = tmp_path / "frame.png"
+    import subprocess
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(clips["h264"]), "-vf",
+                    f"select=eq(n\\,{frame.index})", "-frames:v", "1", str(png)], check=True, timeout=120)
+    theirs = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    assert np.abs(frame.pixels.astype(int) - theirs).mean() < 2  # two conversions from YUV round differently
+
+
+def test_a_rotated_phone_clip_is_detected_upright(clips):
+    video = Video(clips["rotated"], "rotated.mp4", owned=False)
+    assert (video.info.width, video.info.height) == (360, 640)
+    frames = list(video.frames(Sampling.of(None, None, (1.0,), None, None, None, 1000)))
+    assert frames[0].pixels.shape == (640, 360, 3)
+    upright = sampled(clips["h264"], timestamps=(1.0,))[0].pixels
+    assert np.array_equal(frames[0].pixels, np.rot90(upright, k=-1))
+
+
+def test_a_clip_cut_short_answers_the_frames_it_has_and_an_error_in_place_of_the_others(clips):
+    frames = sampled(clips["cut"], sample_fps=1)
+    assert len(frames) == 6  # its index still says 5.005 s, so 0 … 5 s
+    good = [f for f in frames if f.error is None]
+    assert 1 <= len(good) < 5 and frames[:len(good)] == good
+    assert all(f.error.status_code == 400 and "cut short" in f.error.message for f in frames[len(good):])
+
+
+def test_what_cannot_be_opened_is_400_and_its_file_is_removed(tmp_path):
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 500)
+    with pytest.raises(RequestError) as raised:
+        Video(junk, "junk.mp4")
+    assert raised.value.status_code == 400 and "not a video" in raised.value.message and not junk.exists()
+
+
+@pytest.mark.parametrize("options, status, words", [
+    ({"sample_fps": 2, "timestamps": [1.0]}, 400, "not sample_fps and timestamps"),
+    ({"start": 5, "end": 2}, 400, "must come after start"),
+    ({"max_frames": 5000}, 413, "MAX_VIDEO_FRAMES=1000"),
+])
+def test_sampling_options_that_conflict(options, status, words):
+    request = ImageRequest("b", "k.mp4", **{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
+    with pytest.raises(RequestError) as raised:
+        Sampling.of(request.sample_fps, request.every_n_frames, request.timestamps, request.start, request.end,
+                    request.max_frames, 1000)
+    assert raised.value.status_code == status and words in raised.value.message
+
+
+@pytest.mark.parametrize("field, value", [("sample_fps", 0), ("sample_fps", "1"), ("every_n_frames", 0),
+                                          ("timestamps", []), ("timestamps", [-1]), ("start", -2), ("end", True),
+                                          ("max_frames", 1.5)])
+def test_each_sampling_option_is_checked_like_the_thresholds(field, value):
+    with pytest.raises(RequestError) as raised:
+        parse_request(json.dumps({"bucket": USER_BUCKET, "key": "k.mp4", field: value}), "application/json")
+    assert raised.value.status_code == 400 and field in raised.value.message
+
+
+@pytest.fixture(scope="module")
+def service(reference):
+    return DetectionService(Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0), Settings(batch_size=1))
+
+
+def test_detections_in_a_sampled_frame_are_those_of_the_same_frame_sent_as_an_image(service, clips):
+    """The clip inline at 1 frame/s against each of its frames decoded alone and sent as a lossless PNG."""
+    prediction = service.predict([ImageRequest(image_bytes=clips["h264"].read_bytes())], several=False)
+    [video] = prediction.results
+    assert (video.info.width, video.info.height, video.info.codec) == (640, 360, "h264")
+    assert [f.index for f in video.frames] == [shown_at(frame_times(clips["h264"]), t) for t in range(6)]  # 0 … 5 s
+    capture = cv2.VideoCapture(str(clips["h264"]))
+    pixels = []
+    while True:
+        ok, bgr = capture.read()
+        if not ok:
+            break
+        pixels.append(bgr[:, :, ::-1])
+    for frame in video.frames:
+        png = io.BytesIO()
+        Image.fromarray(pixels[frame.index]).save(png, "PNG")
+        [image] = service.predict([ImageRequest(image_bytes=png.getvalue())], several=False).results
+        assert frame.outcome.detections and unmatched(image.detections, frame.outcome.detections, 640, 360) == []
+
+
+@pytest.fixture(scope="module")
+def toolkit(s3_server, reference_model_dir):
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in {**s3_server.env(), "MAX_VIDEO_BYTES": "2000000"}.items():
+            env.setenv(name, value)
+        yield Toolkit(reference_model_dir)
+
+
+def test_an_s3_clip_answers_its_sampled_frames(toolkit, s3_server, clips):
+    s3_server.put(USER_BUCKET, "videos/h264.mp4", clips["h264"].read_bytes())
+    response = toolkit.invoke(json.dumps({"bucket": USER_BUCKET, "key": "videos/h264.mp4", "sample_fps": 2,
+                                          "max_detections": 5}), "application/json")
+    assert response.status == 200, response.body[:300]
+    answer = response.json()
+    assert {k: answer[k] for k in ("source", "width", "height", "codec")} == {
+        "source": f"s3://{USER_BUCKET}/videos/h264.mp4", "width": 640, "height": 360, "codec": "h264"}
+    assert answer["fps"] == pytest.approx(29.97, abs=0.01) and answer["duration"] == pytest.approx(5.0, abs=0.05)
+    times = frame_times(clips["h264"])
+    assert [f["frame"] for f in answer["frames"]] == [shown_at(times, k / 2) for k in range(11)]  # 0 … 5 s
+    assert all(len(f["detections"]) == 5 and set(f) == {"frame", "time", "detections"} for f in answer["frames"])
+
+
+def test_a_clip_and_an_image_as_json_lines_batch_transform_style(toolkit, s3_server, clips):
+    s3_server.put(USER_BUCKET, "videos/vp9.webm", clips["vp9"].read_bytes())
+    s3_server.put(USER_BUCKET, "videos/frame.png", encode_image(gradient(), "PNG"))
+    lines = "\n".join(json.dumps({"bucket": USER_BUCKET, "key": key, "timestamps": [0.5, 1.5]})
+                      for key in ("videos/vp9.webm", "videos/frame.png"))
+    response = toolkit.invoke(lines, "application/jsonlines", accept="application/jsonlines")
+    assert response.status == 200
+    video, image = (json.loads(line) for line in response.body.splitlines())
+    assert [f["time"] for f in video["frames"]] == pytest.approx([0.5, 1.5], abs=0.04) and "detections" in image
+
+
+def test_custom_attributes_sample_a_raw_clip_and_the_rekognition_format(toolkit, clips):
+    response = toolkit.invoke(clips["h264"].read_bytes(), "video/mp4", accept="application/json; format=rekognition",
+                              headers={"X-Amzn-SageMaker-Custom-Attributes": "timestamps=1|3,max_detections=2"})
+    assert response.status == 200, response.body[:300]
+    answer = response.json()
+    assert answer["VideoMetadata"]["Codec"] == "h264" and answer["VideoMetadata"]["FrameWidth"] == 640
+    times = frame_times(clips["h264"])
+    assert sorted({label["Timestamp"] for label in answer["Labels"]}) == [
+        round(1000 * times[shown_at(times, t)]) for t in (1, 3)]  # frames 29 and 89, in ms
+    assert all(set(label["Label"]) >= {"Name", "Confidence", "Instances"} for label in answer["Labels"])
+
+
+@pytest.mark.parametrize("name, content_type, status, words", [
+    ("avi", "video/x-msvideo", 415, "unsupported content type"),
+    ("avi", "image/jpeg", 415, "AVI"),
+    ("junk", "video/mp4", 400, "not a decodable image"),
+    ("large", "video/mp4", 413, "MAX_VIDEO_BYTES=2000000"),
+    ("sampling", "video/mp4", 400, "sample_fps"),
+])
+def test_bad_videos_get_their_status(toolkit, clips, tmp_path, name, content_type, status, words):
+    body = {"avi": clips["avi"].read_bytes(), "junk": b"not a video at all" * 10,
+            "large": clips["h264"].read_bytes() + b"\x00" * 2_000_000, "sampling": clips["h264"].read_bytes()}[name]
+    headers = {"X-Amzn-SageMaker-Custom-Attributes": "sample_fps=0"} if name == "sampling" else None
+    response = toolkit.invoke(body, content_type, headers=headers)
+    assert response.status == status and words in response.message, response.body[:300]
