@@ -21,11 +21,12 @@ from starlette.responses import Response
 
 from request_handling.attributes import HEADER as CUSTOM_ATTRIBUTES
 from request_handling.attributes import parse_custom_attributes, with_attributes
-from request_handling.bodies import ImageRequest, parse_request
+from request_handling.bodies import SAMPLING_FIELDS, ImageRequest, parse_request
 from request_handling.errors import ERROR_MEDIA_TYPE, error_body, failure, too_large
 from request_handling.responses import negotiate, respond
 from request_handling.service import DetectionService, Prediction
 from request_handling.settings import load_settings, model_server_workers
+from request_handling.video import SIGNATURE_BYTES, is_video
 
 MODEL_DIR = Path(__file__).resolve().parent.parent
 log = logging.getLogger("efficientdet.serving")
@@ -57,9 +58,10 @@ class EfficientDetDeployment:
                                               self.settings.max_images_per_request)
             requests = with_attributes(requests, parse_custom_attributes(request.headers.get(CUSTOM_ATTRIBUTES)))
             self.service.check_response_size(requests)
-            if several:
-                # its S3 reads may take long: not on the detect thread, which the merged batches need
-                prediction = await asyncio.to_thread(self.service.predict, requests, True)
+            if several or may_be_video(requests[0]):
+                # its S3 reads (or a clip's many frames) may take long: not on the detect thread, which the merged
+                # batches need
+                prediction = await asyncio.to_thread(self.service.predict, requests, several)
             else:
                 prediction = await self.detect_batch(requests[0])
             return Response(respond(prediction, response_type), media_type=response_type.media_type)
@@ -78,6 +80,14 @@ class EfficientDetDeployment:
         log.info("request batch: images=%d forward_passes=%d", len(requests), merged.batches)
         return [Prediction([result], False, merged.model, merged.untrained, dict(merged.timings), merged.batches)
                 for result in merged.results]
+
+
+def may_be_video(request: ImageRequest) -> bool:
+    """A clip sent inline, or an entry with sampling options: not merged with other clients' single images (an
+    S3 clip without them is told only once fetched, and is then detected in the merged batch, correctly)."""
+    if request.image_bytes is not None:
+        return is_video(request.image_bytes[:SIGNATURE_BYTES])
+    return any(getattr(request, name) is not None for name in SAMPLING_FIELDS)
 
 
 def replicas() -> int:

@@ -1,14 +1,16 @@
-"""`python -m detect INPUT… [--out FILE] [--resume] [--draw DIR]`: detections as JSON lines, with progress.
+"""`python -m detect INPUT… [--out FILE] [--resume] [--draw DIR] [--sample-fps N …]`: detections as JSON lines,
+with progress.
 
-INPUT is an image file, a folder (searched recursively), s3://bucket/prefix/ or a manifest file
-(one such input a line). Each image gives one JSON line in the endpoint's schema, errors in place.
-Exit status: 0 when every image was detected, 1 when any failed, 2 for bad arguments, 130 when
-interrupted (what was written stays; --resume continues).
+INPUT is an image or video file, a folder (searched recursively), s3://bucket/prefix/ or a manifest file
+(one such input a line). Each image or video gives one JSON line in the endpoint's schema, errors in place; a
+video's line holds its sampled frames. Exit status: 0 when every image and frame was detected, 1 when any
+failed, 2 for bad arguments, 130 when interrupted (what was written stays; --resume continues).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -22,12 +24,14 @@ from tqdm import tqdm
 from deploy.model_dir import local_checkpoint
 from detect.draw import draw_detections
 from efficientdet.untrained import write_untrained_checkpoint
-from request_handling.bodies import ImageRequest
+from request_handling.bodies import ImageRequest, option_fields
 from request_handling.errors import RequestError
 from request_handling.formats import entry as result_entry
 from request_handling.images import decode_image
-from request_handling.service import DetectionService, ImageFailure
+from request_handling.pipeline import ImageFailure, VideoResult
+from request_handling.service import DetectionService
 from request_handling.settings import ConfigurationError, load_settings
+from request_handling.video import Video
 
 from .sources import expand, with_bytes
 
@@ -49,6 +53,11 @@ def picture_name(source: str, index: int) -> str:
     return f"{index:06d}-{Path(source).stem}.png"
 
 
+def frame_name(index: int, time: float) -> str:
+    """A sampled frame's picture, named as the users' sampling job names its frames: 000216-9.0090.png."""
+    return f"{index:06d}-{time:.4f}.png"
+
+
 def load_service(args) -> DetectionService:
     weights = args.weights or local_checkpoint(args.coef)
     if not weights.is_file():
@@ -68,15 +77,38 @@ def load_service(args) -> DetectionService:
     return DetectionService.load(weights.parent, settings)
 
 
-def draw(service: DetectionService, request: ImageRequest, detections: list[dict], out: Path) -> None:
-    """The image at full size (read again: drawing is for looking, not for speed) with its boxes."""
+def draw(service: DetectionService, request: ImageRequest, entry: dict, out: Path) -> None:
+    """The image at full size with its boxes as `out`; a video's sampled frames with theirs in the folder `out`
+    (read again: drawing is for looking, not for speed)."""
     settings = service.settings
     try:
-        image = decode_image(service.image_bytes(request), settings.max_image_bytes, settings.max_image_pixels)
+        media = service.media(request)
+        if isinstance(media, Path):
+            frames = {(f["frame"], f["time"]): f for f in entry["frames"] if "detections" in f}
+            for sampled in Video(media, request.source or "video").frames(service.resolve(0, request).sampling):
+                found = frames.get((sampled.index, sampled.time))
+                if found is not None and sampled.pixels is not None:
+                    draw_detections(Image.fromarray(sampled.pixels), found["detections"],
+                                    out.with_suffix("") / frame_name(sampled.index, sampled.time))
+            return
+        image = decode_image(media, settings.max_image_bytes, settings.max_image_pixels)
     except RequestError as error:
         print(f"could not draw {request.source}: {error.message}", file=sys.stderr)
         return
-    draw_detections(Image.fromarray(image.pixels), detections, out)
+    draw_detections(Image.fromarray(image.pixels), entry["detections"], out)
+
+
+def sampling_options(args) -> dict[str, object]:
+    """The sampling options given on the command line, checked as a request's are."""
+    given = {"sample_fps": args.sample_fps, "every_n_frames": args.every_n_frames, "start": args.start,
+             "end": args.end, "max_frames": args.max_frames,
+             "timestamps": [float(t) for t in args.timestamps.split(",")] if args.timestamps else None}
+    return option_fields({name: value for name, value in given.items() if value is not None})
+
+
+def progress_units(result) -> int:
+    """What the progress bar counts: an image is one, a video its sampled frames."""
+    return len(result.frames) if isinstance(result, VideoResult) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,14 +123,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pred-threshold", type=float)
     parser.add_argument("--iou-threshold", type=float)
     parser.add_argument("--chunk", type=int, default=16, help="images handed to the service at a time")
+    videos = parser.add_argument_group("videos", "which frames of each video are detected (default: one a second)")
+    videos.add_argument("--sample-fps", type=float, help="frames per second of video time")
+    videos.add_argument("--every-n-frames", type=int, help="every n-th frame instead")
+    videos.add_argument("--timestamps", help="these times instead, in seconds, comma-separated: 1.5,3,7.25")
+    videos.add_argument("--start", type=float, help="from this time (s)")
+    videos.add_argument("--end", type=float, help="to this time (s)")
+    videos.add_argument("--max-frames", type=int, help="at most this many frames per video")
     args = parser.parse_args(argv)
     if args.resume and args.out == "-":
         parser.error("--resume needs --out FILE")
+    try:
+        sampling = sampling_options(args)
+    except (RequestError, ValueError) as error:
+        parser.error(getattr(error, "message", str(error)))
 
     service = load_service(args)
     skip = done_sources(Path(args.out)) if args.resume else set()
     try:
-        requests = [r for r in expand(args.inputs, service.s3, service.check_allowed) if r.source not in skip]
+        requests = [dataclasses.replace(r, **sampling) if r.error is None else r
+                    for r in expand(args.inputs, service.s3, service.check_allowed) if r.source not in skip]
     except RequestError as error:
         print(f"error: {error.message}", file=sys.stderr)
         return 2
@@ -106,9 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     out = sys.stdout if args.out == "-" else open(args.out, "a" if args.resume else "w")  # noqa: SIM115
-    counts = {"images": 0, "detections": 0, "failures": 0}
+    counts = {"images": 0, "videos": 0, "frames": 0, "detections": 0, "failures": 0}
     start = time.perf_counter()
-    progress = tqdm(total=len(requests), unit="img", file=sys.stderr, dynamic_ncols=True)
+    progress = tqdm(unit="frame", file=sys.stderr, dynamic_ncols=True)
     status = 0
     try:
         for first in range(0, len(requests), args.chunk):
@@ -117,15 +161,23 @@ def main(argv: list[str] | None = None) -> int:
             for offset, (request, result) in enumerate(zip(chunk, prediction.results)):
                 entry = result_entry(result, prediction.model)
                 out.write(json.dumps(entry) + "\n")
-                counts["images"] += 1
+                progress.update(progress_units(result))
                 if isinstance(result, ImageFailure):
+                    counts["images"] += 1
                     counts["failures"] += 1
                     continue
-                counts["detections"] += len(result.detections)
+                if isinstance(result, VideoResult):
+                    counts["videos"] += 1
+                    counts["frames"] += len(result.frames)
+                    found = [f.outcome for f in result.frames]
+                    counts["failures"] += sum(isinstance(o, ImageFailure) for o in found) + (result.error is not None)
+                    counts["detections"] += sum(len(o.detections) for o in found if not isinstance(o, ImageFailure))
+                else:
+                    counts["images"] += 1
+                    counts["detections"] += len(result.detections)
                 if args.draw is not None:
-                    draw(service, request, entry["detections"], args.draw / picture_name(result.source, first + offset))
+                    draw(service, request, entry, args.draw / picture_name(result.source, first + offset))
             out.flush()
-            progress.update(len(chunk))
     except KeyboardInterrupt:
         status = 130
     finally:
@@ -133,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         if out is not sys.stdout:
             out.close()
     elapsed = time.perf_counter() - start
+    pictures = counts["images"] + counts["frames"]
     summary = dict(counts, skipped=len(skip), seconds=round(elapsed, 2),
-                   images_per_s=round(counts["images"] / elapsed, 2) if elapsed else 0.0)
+                   images_per_s=round(pictures / elapsed, 2) if elapsed else 0.0)
     print(json.dumps(summary), file=sys.stderr)
     if status:
         return status

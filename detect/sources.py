@@ -1,7 +1,8 @@
-"""Expanding the CLI's inputs (files, folders, s3:// prefixes, manifests) into image requests."""
+"""Expanding the CLI's inputs (files, folders, s3:// prefixes, manifests) into image and video requests."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -9,18 +10,20 @@ from request_handling.bodies import ImageRequest, parse_s3_location
 from request_handling.errors import not_found
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".webm", ".mkv"}  # what a listing picks; the kind is told by the bytes
 
 
-def is_image_name(name: str) -> bool:
-    return Path(name).suffix.lower() in IMAGE_SUFFIXES
+def is_media_name(name: str) -> bool:
+    """An image's or a video's file name."""
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
 
 
-def list_s3_images(client, uri: str) -> Iterator[ImageRequest]:
-    """Every image object under s3://bucket/prefix, in key order."""
+def list_s3_media(client, uri: str) -> Iterator[ImageRequest]:
+    """Every image and video object under s3://bucket/prefix, in key order."""
     bucket, _, prefix = uri.removeprefix("s3://").partition("/")
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
-            if is_image_name(item["Key"]):
+            if is_media_name(item["Key"]):
                 yield ImageRequest(bucket=bucket, key=item["Key"])
 
 
@@ -36,19 +39,19 @@ def expand(inputs: list[str], s3_client, check_bucket: Callable[[ImageRequest], 
     """
     for item in inputs:
         if item.startswith("s3://"):
-            if is_image_name(item) and not item.endswith("/"):
+            if is_media_name(item) and not item.endswith("/"):
                 yield ImageRequest(*parse_s3_location(item))
             else:
                 check_bucket(ImageRequest(bucket=item.removeprefix("s3://").partition("/")[0], key=""))
-                yield from list_s3_images(s3_client, item)
+                yield from list_s3_media(s3_client, item)
             continue
         path = Path(item)
         if path.is_dir():
-            for file in sorted(p for p in path.rglob("*") if p.is_file() and is_image_name(p.name)):
+            for file in sorted(p for p in path.rglob("*") if p.is_file() and is_media_name(p.name)):
                 yield local_image(file)
         elif not path.exists():
             raise not_found(f"{item}: no such file, folder or manifest")
-        elif is_image_name(path.name):
+        elif is_media_name(path.name):
             yield local_image(path)
         else:
             lines = [line.strip() for line in path.read_text().splitlines()]
@@ -63,4 +66,4 @@ def with_bytes(request: ImageRequest) -> ImageRequest:
         data = Path(request.origin).read_bytes()
     except OSError as error:
         return ImageRequest(origin=request.origin, error=not_found(f"{request.origin}: {error.strerror}"))
-    return ImageRequest(origin=request.origin, image_bytes=data)
+    return dataclasses.replace(request, image_bytes=data)

@@ -63,19 +63,10 @@ def s3_errors(source: str) -> Iterator[None]:
         raise RequestError(502, f"S3 failed reading {source}: {type(error).__name__}") from None
 
 
-def fetch_object(client, bucket: str, key: str, max_bytes: int) -> bytes:
-    """The object's bytes; RequestError 404/403/413/502/503/504 when S3 cannot provide them."""
-    source = f"s3://{bucket}/{key}"
-    with s3_errors(source):
-        response = client.get_object(Bucket=bucket, Key=key)
-        with response["Body"] as body:
-            return _bounded(response, body, b"", max_bytes, source)
-
-
 def fetch_media(client, bucket: str, key: str, max_image_bytes: int, max_video_bytes: int) -> bytes | Path:
     """An image's bytes, or a video (told by its first bytes) streamed into a temporary file whose path the caller
-    removes: a clip is never held in memory. RequestError as `fetch_object`, 413 over MAX_VIDEO_BYTES, 415 for a
-    video container we do not read."""
+    removes: a clip is never held in memory. RequestError 404/403/502/503/504 when S3 cannot provide it, 413 over
+    MAX_IMAGE_BYTES or MAX_VIDEO_BYTES, 415 for a video container we do not read, 400 for an empty object."""
     source = f"s3://{bucket}/{key}"
     with s3_errors(source):
         response = client.get_object(Bucket=bucket, Key=key)

@@ -164,14 +164,6 @@ class DetectionService:
                             f"max_detections); the limit is MAX_DETECTIONS_PER_REQUEST={limit}: lower max_detections "
                             "or send fewer images per request")
 
-    def image_bytes(self, request: ImageRequest) -> bytes:
-        """The request's image: its inline bytes or the S3 object (RequestError when S3 cannot give it)."""
-        if request.image_bytes is not None:
-            return request.image_bytes
-        from . import s3
-
-        return s3.fetch_object(self.s3, request.bucket, request.key, self.settings.max_image_bytes)
-
     def load_frame(self, frame: Frame) -> Frame | Iterator[Frame]:
         """Fetch (S3) and decode one entry's image, on the fetch pool; for a video (told by its bytes), open it here
         and give its sampled frames, decoded one by one as they are asked for. JPEGs for the device decoder are

@@ -28,6 +28,7 @@ QUICKTIME_ATOMS = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip")  # MP4 
 OTHER_CONTAINERS = {b"RIFF": "AVI", b"FLV\x01": "FLV", b"OggS": "Ogg", b"\x00\x00\x01\xba": "MPEG program stream",
                     b"\x30\x26\xb2\x75": "ASF/WMV"}
 COPY_CHUNK = 1 << 20
+TIME_TOLERANCE = 1e-4  # s: presentation times are rounded to microseconds; frames are at least 4 ms apart
 
 
 def is_video(head: bytes) -> bool:
@@ -164,9 +165,9 @@ class Video:
                 break
             previous = self._retrieved(index, time) if self._may_be_shown(time, wanted) else SampledFrame(index, time)
         while wanted is not None and count < sampling.max_frames:  # the clip has no more frames
-            if previous is not None and wanted < previous.time + 1.5 * self._last_interval:
+            if previous is not None and wanted < previous.time + self._last_interval - TIME_TOLERANCE:
                 yield self._shown(previous)  # the last frame is on screen to the end of the clip
-            elif sampling.timestamps is not None or wanted < self.info.duration - 1e-6:
+            elif sampling.timestamps is not None or wanted < self.info.duration - TIME_TOLERANCE:
                 yield SampledFrame(previous.index + 1 if previous else 0, wanted, error=bad_request(
                     f"{self.source} has no decodable frame at {wanted:.3f} s (the clip ends or is cut short before it)"))
             else:

@@ -39,7 +39,7 @@ def test_one_forward_pass_per_batch_overlapping_fetches_and_passes(reference, s3
     service = DetectionService(detector, Settings(batch_size=4, s3_max_concurrency=8, parallel_batches=2))
     forwards, fetches, lock = [], [], threading.Lock()
     fetches_meet, passes_meet = threading.Barrier(2, timeout=60), threading.Barrier(2, timeout=60)
-    real_forward, real_fetch = detector.forward, request_handling.s3.fetch_object
+    real_forward, real_fetch = detector.forward, request_handling.s3.fetch_media
 
     def meeting_forward(batch):
         with lock:
@@ -56,7 +56,7 @@ def test_one_forward_pass_per_batch_overlapping_fetches_and_passes(reference, s3
         return real_fetch(*args)
 
     monkeypatch.setattr(detector, "forward", meeting_forward)
-    monkeypatch.setattr(request_handling.s3, "fetch_object", meeting_fetch)
+    monkeypatch.setattr(request_handling.s3, "fetch_media", meeting_fetch)
     prediction = service.predict([ImageRequest(bucket=USER_BUCKET, key=k) for k in frames], several=True)
     assert forwards == [4, 4]
     assert [r.source for r in prediction.results] == [f"s3://{USER_BUCKET}/{k}" for k in frames]
@@ -151,3 +151,25 @@ def test_loading_the_service_sets_torchs_threads_for_the_cli_and_the_handler(ref
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_cli_over_a_video_writes_its_frames_and_draws_them_named_as_the_users_frames(reference, tmp_path):
+    from clips import encode, require_ffmpeg
+
+    require_ffmpeg()
+    clip = encode(tmp_path / "clip.mp4", seconds=3)
+    out = tmp_path / "out.jsonl"
+    result = run_cli(str(clip), "--weights", str(reference / "efficientdet-d0.pth"), "--sample-fps", "1", "--out",
+                     str(out), "--draw", str(tmp_path / "pictures"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    [line] = out.read_text().splitlines()
+    video = json.loads(line)
+    assert video["source"] == str(clip) and [f["frame"] for f in video["frames"]] == [0, 29, 59, 89]  # 0 … 3 s of 3.003
+    pictures = sorted(p.name for p in (tmp_path / "pictures" / "000000-clip").iterdir())
+    assert pictures == ["000000-0.0000.png", "000029-0.9676.png", "000059-1.9686.png", "000089-2.9696.png"]
+    assert json.loads(result.stderr.strip().splitlines()[-1])["frames"] == 4
+
+
+def test_cli_refuses_a_bad_sampling_option_with_the_usage(reference, tmp_path):
+    result = run_cli(str(tmp_path), "--weights", str(reference / "efficientdet-d0.pth"), "--sample-fps", "0")
+    assert result.returncode == 2 and "sample_fps" in result.stderr and result.stderr.startswith("usage:")

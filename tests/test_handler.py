@@ -14,7 +14,7 @@ from toolkit import Toolkit
 
 from efficientdet import Detector
 from request_handling.images import decode_image
-from request_handling.s3 import fetch_object
+from request_handling.s3 import fetch_media
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +228,7 @@ def test_s3_access_denied_is_403(s3_server):
     from localrun.s3server import NO_READ
 
     with pytest.raises(Exception) as raised:
-        fetch_object(s3_server.client(NO_READ), USER_BUCKET, USER_KEY, MAX_IMAGE_BYTES)
+        fetch_media(s3_server.client(NO_READ), USER_BUCKET, USER_KEY, MAX_IMAGE_BYTES, MAX_IMAGE_BYTES)
     assert raised.value.status_code == 403 and "denied" in raised.value.message
 
 
@@ -242,7 +242,7 @@ def test_s3_unreachable_is_503():
                           aws_secret_access_key="y", region_name="us-east-1",
                           config=Config(retries={"max_attempts": 1}, connect_timeout=1))
     with pytest.raises(Exception) as raised:
-        fetch_object(client, USER_BUCKET, USER_KEY, MAX_IMAGE_BYTES)
+        fetch_media(client, USER_BUCKET, USER_KEY, MAX_IMAGE_BYTES, MAX_IMAGE_BYTES)
     assert raised.value.status_code == 503 and "S3" in raised.value.message
 
 

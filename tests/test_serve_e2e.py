@@ -22,6 +22,8 @@ import psutil
 import pytest
 import requests
 from bad_inputs import ALLOWED, BAD_INPUTS, MAX_IMAGE_BYTES, assert_one_line_error, upload_bad_objects
+from clips import encode as encode_clip
+from clips import frame_times, require_ffmpeg, shown_at
 from conftest import REPO, SAMPLE_IMAGE, USER_BUCKET, USER_KEY
 from images import decompression_bomb_png, encode, gradient, jpeg_with_exif
 from matching import unmatched
@@ -249,6 +251,30 @@ def test_a_body_over_the_request_size_limit_gets_413_before_it_is_sent_when_the_
             connection.sendall(b"x" * size)
             status = reader.readline().split()[1]
     assert status == b"413"
+
+
+@pytest.fixture(scope="module")
+def minute_of_1080p(s3_server, tmp_path_factory):
+    """A 60 s 1080p H.264 clip at 30 frames/s (B-frames, as an encoder's fast preset writes them) on S3."""
+    require_ffmpeg()
+    clip = encode_clip(tmp_path_factory.mktemp("clip") / "minute.mp4", width=1920, height=1080, rate="30", seconds=60,
+                       options=("-preset", "veryfast", "-crf", "28"))
+    s3_server.put(USER_BUCKET, "videos/minute-1080p.mp4", clip.read_bytes())
+    return clip
+
+
+def test_a_minute_of_1080p_video_answers_a_frame_a_second_inside_the_deadline(server, minute_of_1080p):
+    """sample_fps=1 through the served stack: 60 frames with their indices and times, every one detected within
+    the server's REQUEST_TIMEOUT (30 s; a frame not reached by then would be an error in the answer)."""
+    body = json.dumps({"bucket": USER_BUCKET, "key": "videos/minute-1080p.mp4", "sample_fps": 1, "max_detections": 3})
+    response = post(server, body, "application/json")
+    assert response.status_code == 200, response.text[:300]
+    answer = response.json()
+    assert "error" not in answer and (answer["width"], answer["height"], answer["codec"]) == (1920, 1080, "h264")
+    times = frame_times(minute_of_1080p)
+    assert [f["frame"] for f in answer["frames"]] == [shown_at(times, t) for t in range(60)] == list(range(0, 1800, 30))
+    assert [f["time"] for f in answer["frames"]] == pytest.approx(list(range(60)), abs=1e-3)
+    assert all(len(f["detections"]) == 3 for f in answer["frames"])
 
 
 def test_jpeg_with_a_huge_exif_block_is_detected(server):
