@@ -88,7 +88,7 @@ weights: venv
 demo: venv java
 	$(PY) -m localrun.demo --server $(SERVER)
 
-bench: venv java
+bench: venv java ffmpeg
 	$(PY) -m bench --coef $(COEF)
 
 load: venv java

@@ -2,7 +2,7 @@
 
 Modes are timed side by side in one run, interleaved, and reported as ratios: these machines are
 shared and noisy, so absolute numbers move between runs more than ratios do. Each part is a module of its own:
-latency.py (a), served.py (b, c), servers.py (b′), decoding.py (d, e).
+latency.py (a), served.py (b, c), servers.py (b′), decoding.py (d, e), video.py (f).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from .latency import bench_latency, detectors, latency_markdown
 from .samples import SAMPLE, default_checkpoint
 from .served import bench_server, served_markdown
 from .servers import bench_servers, servers_markdown
+from .video import bench_video, video_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,6 +34,8 @@ def markdown(results: dict) -> str:
     if results.get("servers"):
         lines += servers_markdown(results["servers"])
     lines += decoding_markdown(results)
+    if results.get("video"):
+        lines += video_markdown(results["video"])
     return "\n".join(lines)
 
 
@@ -48,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8, help="images per batched forward pass and request")
     parser.add_argument("--skip-server", action="store_true")
     parser.add_argument("--skip-servers", action="store_true", help="skip TorchServe against Ray Serve")
+    parser.add_argument("--video-seconds", type=int, default=60, help="length of the 1080p clip of (f) (0: skip)")
     parser.add_argument("--json", default=str(REPO / "build" / "bench" / "results.json"))
     args = parser.parse_args(argv)
     if args.untrained and args.checkpoint:
@@ -60,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds_extras:
         results["reduced_decode"] = bench_reduced_decode(modes["fast"], args.rounds_extras)
         results["letterbox"] = bench_letterbox(modes["fast"].input_size, 4 * args.rounds_extras)
+    if args.video_seconds:
+        results["video"] = bench_video(modes["fast"], args.video_seconds, rounds=2)
     if not args.skip_server:
         results["server"] = bench_server(args.coef, args.checkpoint, args.server_rounds, args.batch)
     if not args.skip_server and not args.skip_servers:

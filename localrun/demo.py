@@ -14,7 +14,7 @@ from PIL import Image
 
 from deploy.model_dir import REPO, local_checkpoint
 from detect.draw import draw_detections
-from samples.example import BUCKET, KEY
+from samples.example import BUCKET, KEY, VIDEO_KEY
 
 from .ports import free_port
 from .ray_serve import RayServer
@@ -22,6 +22,7 @@ from .s3server import SeaweedS3
 from .serve import ModelServer
 
 SAMPLE = REPO / "samples" / "coffee.jpg"
+SAMPLE_CLIP = REPO / "samples" / "coffee.mp4"  # 2 s of the sample photograph, slowly zoomed: 600×400 H.264
 PICTURE = REPO / "build" / "demo" / "detections.png"
 SERVER_LOG = REPO / "build" / "demo" / "server.log"
 
@@ -34,6 +35,8 @@ EXAMPLES = [
     ("pred_threshold out of range", "application/json", json.dumps({"bucket": BUCKET, "key": KEY, "pred_threshold": 10}), 400),
     ("iou_threshold out of range", "application/json", json.dumps({"bucket": BUCKET, "key": KEY, "iou_threshold": 10}), 400),
     ("missing key", "text/csv", f"{BUCKET}/no/such/frame.jpg", 404),
+    ("JSON: a video, one frame a second", "application/json",
+     json.dumps({"bucket": BUCKET, "key": VIDEO_KEY, "sample_fps": 1, "max_detections": 3}), 200),
 ]
 
 
@@ -63,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     failures = 0
     with SeaweedS3() as s3:
         s3.put(BUCKET, KEY, SAMPLE.read_bytes())
-        print(f"SeaweedFS S3 on {s3.endpoint} holds s3://{BUCKET}/{KEY}")
+        s3.put(BUCKET, VIDEO_KEY, SAMPLE_CLIP.read_bytes())
+        print(f"SeaweedFS S3 on {s3.endpoint} holds s3://{BUCKET}/{KEY} and s3://{BUCKET}/{VIDEO_KEY}")
         port = free_port()
         with server_class(coef=0, port=port, env=s3.env(), log_path=SERVER_LOG) as server:
             print(f"{args.server} serving on :{port} (log: {SERVER_LOG}); answering after {server.ready_seconds:.1f} s\n")

@@ -20,7 +20,7 @@ from botocore.exceptions import (
 from urllib3.exceptions import ProtocolError
 
 from .errors import RequestError, bad_request, forbidden, not_found, too_large
-from .video import SIGNATURE_BYTES, is_video, other_container, spooled
+from .video import SIGNATURE_BYTES, is_video, refuse_other_containers, spooled
 
 NOT_FOUND_CODES = {"NoSuchKey", "NoSuchBucket", "404", "NotFound"}
 FORBIDDEN_CODES = {"AccessDenied", "403", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch",
@@ -72,10 +72,7 @@ def fetch_media(client, bucket: str, key: str, max_image_bytes: int, max_video_b
         response = client.get_object(Bucket=bucket, Key=key)
         with response["Body"] as body:
             head = body.read(SIGNATURE_BYTES)
-            refused = other_container(head)
-            if refused:
-                raise RequestError(415, f"{source} is a {refused} video; videos are read from MP4, MOV, WebM and "
-                                        "Matroska files")
+            refuse_other_containers(head, source)
             if is_video(head):
                 if response.get("ContentLength", 0) > max_video_bytes:
                     raise too_large(f"{source} is {response['ContentLength']} bytes; the limit is MAX_VIDEO_BYTES="

@@ -33,7 +33,7 @@ from .pipeline import (
     load_ahead,
 )
 from .settings import Settings
-from .video import SIGNATURE_BYTES, Sampling, Video, is_video, other_container, spooled
+from .video import SIGNATURE_BYTES, Sampling, Video, is_video, refuse_other_containers, spooled
 
 log = logging.getLogger("efficientdet.serving")
 
@@ -176,10 +176,7 @@ class DetectionService:
             if isinstance(media, Path):
                 video = Video(media, source)
                 return self._video_frames(replace(frame, video=video.info, fetch_seconds=fetched - start), video)
-            refused = other_container(media[:SIGNATURE_BYTES])
-            if refused:
-                raise RequestError(415, f"{source} is a {refused} video; videos are read from MP4, MOV, WebM and "
-                                        "Matroska files")
+            refuse_other_containers(media[:SIGNATURE_BYTES], source)
             image = jpeg_for_device(media, self.settings.max_image_bytes, self.settings.max_image_pixels, source) \
                 if self.device_jpeg_decode else None
             if image is None:
@@ -199,7 +196,7 @@ class DetectionService:
             if len(data) > self.settings.max_video_bytes:
                 raise too_large(f"the video is {len(data)} bytes; the limit is MAX_VIDEO_BYTES="
                                 f"{self.settings.max_video_bytes}")
-            return spooled(io.BytesIO(data[SIGNATURE_BYTES:]), data[:SIGNATURE_BYTES], len(data), "the video")
+            return spooled(io.BytesIO(data), b"", len(data), "the video")  # BytesIO shares the bytes: no copy
         from . import s3
 
         return s3.fetch_media(self.s3, request.bucket, request.key, self.settings.max_image_bytes,

@@ -43,6 +43,14 @@ def other_container(head: bytes) -> str | None:
     return next((name for magic, name in OTHER_CONTAINERS.items() if head.startswith(magic)), None)
 
 
+def refuse_other_containers(head: bytes, source: str) -> None:
+    """RequestError 415 when these first bytes open a video container we do not read."""
+    refused = other_container(head)
+    if refused:
+        raise RequestError(415, f"{source} is a {refused} video; videos are read from MP4, MOV, WebM and Matroska "
+                                "files")
+
+
 @dataclass(frozen=True)
 class Sampling:
     """Which frames of a clip to detect in: every 1/sample_fps s, every n-th frame, or at given timestamps (s),
@@ -230,14 +238,11 @@ class Video:
         return SampledFrame(index, time, np.ascontiguousarray(bgr[:, :, ::-1]))
 
     def _targets(self, sampling: Sampling) -> Iterator[float]:
-        """The sampled times in order: the timestamps asked for, or every 1/sample_fps s from start to end (to the
-        clip's last frame when no end is given)."""
+        """The sampled times in order (not for every_n_frames, which picks by index): the timestamps asked for, or
+        every 1/sample_fps s from start to end (to the clip's last frame when no end is given)."""
         if sampling.timestamps is not None:
             yield from (t for t in sampling.timestamps if t >= sampling.start and (sampling.end is None or
                                                                                   t < sampling.end))
-            return
-        if sampling.every_n_frames is not None:
-            yield sampling.start  # frames are picked by index; one target keeps the loop reading
             return
         end = math.inf if sampling.end is None else sampling.end
         k = 0

@@ -3,3 +3,4 @@ deploy` smoke-tests with it). Beside the sample photograph, below every package 
 
 BUCKET = "videoblocks-ml"
 KEY = "data/object-detection-research/videoblocks/dev/sampled-items/jpg/fps-method-01/000023419/000216-9.0090.jpg"
+VIDEO_KEY = "data/object-detection-research/videoblocks/dev/items/mp4/000023419.mp4"  # samples/coffee.mp4 in `make demo`

@@ -17,6 +17,7 @@ def test_demo_runs_offline_and_draws_a_picture(server):
                             text=True, timeout=400)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "demo OK" in result.stdout
-    assert result.stdout.count("HTTP 200") == 3 and result.stdout.count("HTTP 400") == 2
+    assert result.stdout.count("HTTP 200") == 4 and result.stdout.count("HTTP 400") == 2
+    assert '"codec": "h264"' in result.stdout and '"frame": 30' in result.stdout  # the clip, a frame a second
     with Image.open(REPO / "build" / "demo" / "detections.png") as picture:
         assert picture.size == (600, 400)
