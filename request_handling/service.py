@@ -27,6 +27,7 @@ from .pipeline import (
     ImageFailure,
     ImageResult,
     ResolvedRequest,
+    VideoResult,
     batched,
     expand,
     gather,
@@ -279,10 +280,12 @@ class DetectionService:
 
 
 def log_prediction(prediction: Prediction, status: int) -> None:
-    """The request's log line: status, images, forward passes, per-image errors, milliseconds per stage."""
-    errors = [r.error.status_code for r in prediction.results if isinstance(r, ImageFailure)]
-    log.info("detected status=%d images=%d batches=%d errors=%s timings_ms=%s%s", status, len(prediction.results),
-             prediction.batches, errors,
+    """The request's log line: status, entries, the frames sampled from its videos, forward passes, per-entry and
+    per-frame errors, milliseconds per stage."""
+    videos = [r for r in prediction.results if isinstance(r, VideoResult)]
+    errors = [r.error.status_code for r in prediction.results if isinstance(r, ImageFailure)] + [
+        f.outcome.error.status_code for v in videos for f in v.frames if isinstance(f.outcome, ImageFailure)]
+    log.info("detected status=%d images=%d frames=%d batches=%d errors=%s timings_ms=%s%s", status,
+             len(prediction.results), sum(len(v.frames) for v in videos), prediction.batches, errors,
              json.dumps({stage: round(seconds * 1000, 2) for stage, seconds in prediction.timings.items()}),
              f" {UNTRAINED_WARNING}" if prediction.untrained else "")
-
