@@ -274,7 +274,7 @@ class DetectionService:
         for frame, resolved, image, found in zip(frames, requests, images, detections):
             if resolved.class_ids is not None:
                 found = [d for d in found if d.class_id in resolved.class_ids][:resolved.max_detections]
-            detected.append(replace(frame, outcome=ImageResult(frame.source, image.width, image.height,
+            detected.append(replace(frame, image=None, outcome=ImageResult(frame.source, image.width, image.height,
                                                                resolved.pred_threshold, resolved.iou_threshold, found)))
         return detected, timings
 

@@ -69,3 +69,13 @@ def reference_model_dir(tmp_path_factory, reference) -> Path:
 def make_writable(path: Path) -> None:
     for p in [path, *path.rglob("*")]:
         p.chmod(p.stat().st_mode | 0o200)
+
+
+@pytest.fixture(scope="session")
+def minute_of_1080p(tmp_path_factory) -> Path:
+    """A 60 s 1080p H.264 clip at 30 frames/s (B-frames, as an encoder's fast preset writes them), made once."""
+    from clips import encode, require_ffmpeg
+
+    require_ffmpeg()
+    return encode(tmp_path_factory.mktemp("clip") / "minute.mp4", width=1920, height=1080, rate="30", seconds=60,
+                  options=("-preset", "veryfast", "-crf", "28"))

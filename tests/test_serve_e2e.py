@@ -22,8 +22,7 @@ import psutil
 import pytest
 import requests
 from bad_inputs import ALLOWED, BAD_INPUTS, MAX_IMAGE_BYTES, assert_one_line_error, upload_bad_objects
-from clips import encode as encode_clip
-from clips import frame_times, require_ffmpeg, shown_at
+from clips import frame_times, shown_at
 from conftest import REPO, SAMPLE_IMAGE, USER_BUCKET, USER_KEY
 from images import decompression_bomb_png, encode, gradient, jpeg_with_exif
 from matching import unmatched
@@ -253,19 +252,10 @@ def test_a_body_over_the_request_size_limit_gets_413_before_it_is_sent_when_the_
     assert status == b"413"
 
 
-@pytest.fixture(scope="module")
-def minute_of_1080p(s3_server, tmp_path_factory):
-    """A 60 s 1080p H.264 clip at 30 frames/s (B-frames, as an encoder's fast preset writes them) on S3."""
-    require_ffmpeg()
-    clip = encode_clip(tmp_path_factory.mktemp("clip") / "minute.mp4", width=1920, height=1080, rate="30", seconds=60,
-                       options=("-preset", "veryfast", "-crf", "28"))
-    s3_server.put(USER_BUCKET, "videos/minute-1080p.mp4", clip.read_bytes())
-    return clip
-
-
-def test_a_minute_of_1080p_video_answers_a_frame_a_second_inside_the_deadline(server, minute_of_1080p):
+def test_a_minute_of_1080p_video_answers_a_frame_a_second_inside_the_deadline(server, s3_server, minute_of_1080p):
     """sample_fps=1 through the served stack: 60 frames with their indices and times, every one detected within
     the server's REQUEST_TIMEOUT (30 s; a frame not reached by then would be an error in the answer)."""
+    s3_server.put(USER_BUCKET, "videos/minute-1080p.mp4", minute_of_1080p.read_bytes())
     body = json.dumps({"bucket": USER_BUCKET, "key": "videos/minute-1080p.mp4", "sample_fps": 1, "max_detections": 3})
     response = post(server, body, "application/json")
     assert response.status_code == 200, response.text[:300]

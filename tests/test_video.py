@@ -220,3 +220,28 @@ def test_bad_videos_get_their_status(toolkit, clips, tmp_path, name, content_typ
     headers = {"X-Amzn-SageMaker-Custom-Attributes": "sample_fps=0"} if name == "sampling" else None
     response = toolkit.invoke(body, content_type, headers=headers)
     assert response.status == status and words in response.message, response.body[:300]
+
+
+def test_a_minute_of_1080p_as_a_json_lines_entry_under_the_batch_transform_settings(s3_server, reference_model_dir,
+                                                                                     minute_of_1080p):
+    """What `python -m deploy batch` sets for the model server (1 MB mini-batches, an hour per invocation): the
+    clip and an image in one JSON Lines mini-batch, a line each."""
+    from argparse import Namespace
+
+    from deploy.batch import batch_environment
+
+    s3_server.put(USER_BUCKET, "videos/minute.mp4", minute_of_1080p.read_bytes())
+    s3_server.put(USER_BUCKET, "videos/still.png", encode_image(gradient(), "PNG"))
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("MAX_VIDEO_BYTES", raising=False)  # the default (1 GiB), not the small one of this module's toolkit
+        settings = batch_environment(Namespace(env=[], server="torchserve", max_payload_mb=1, timeout=3600))
+        for name, value in {**s3_server.env(), **settings}.items():
+            env.setenv(name, value)
+        toolkit = Toolkit(reference_model_dir)
+        lines = "\n".join(json.dumps({"bucket": USER_BUCKET, "key": key, "max_detections": 2})
+                          for key in ("videos/minute.mp4", "videos/still.png"))
+        response = toolkit.invoke(lines, "application/jsonlines", accept="application/jsonlines")
+    assert response.status == 200
+    video, image = (json.loads(line) for line in response.body.splitlines())
+    assert "error" not in video and [f["frame"] for f in video["frames"]] == list(range(0, 1800, 30))
+    assert image["source"].endswith("still.png") and len(image["detections"]) == 2
