@@ -22,7 +22,7 @@ from .latency import bench_latency, detectors, latency_markdown
 from .samples import SAMPLE, default_checkpoint
 from .served import bench_server, served_markdown
 from .servers import bench_servers, servers_markdown
-from .video import bench_video, video_markdown
+from .video import bench_large_clip, bench_video, large_clip_markdown, video_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,6 +36,8 @@ def markdown(results: dict) -> str:
     lines += decoding_markdown(results)
     if results.get("video"):
         lines += video_markdown(results["video"])
+    if results.get("large_clip"):
+        lines += large_clip_markdown(results["large_clip"])
     return "\n".join(lines)
 
 
@@ -52,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-server", action="store_true")
     parser.add_argument("--skip-servers", action="store_true", help="skip TorchServe against Ray Serve")
     parser.add_argument("--video-seconds", type=int, default=60, help="length of the 1080p clip of (f) (0: skip)")
+    parser.add_argument("--large-clip-gb", type=float, default=0,
+                        help="(f′) also read a clip of this many GB from S3 and report the request's peak memory")
     parser.add_argument("--json", default=str(REPO / "build" / "bench" / "results.json"))
     args = parser.parse_args(argv)
     if args.untrained and args.checkpoint:
@@ -66,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         results["letterbox"] = bench_letterbox(modes["fast"].input_size, 4 * args.rounds_extras)
     if args.video_seconds:
         results["video"] = bench_video(modes["fast"], args.video_seconds, rounds=2)
+    if args.large_clip_gb:
+        results["large_clip"] = bench_large_clip(modes["fast"], args.large_clip_gb)
     if not args.skip_server:
         results["server"] = bench_server(args.coef, args.checkpoint, args.server_rounds, args.batch)
     if not args.skip_server and not args.skip_servers:

@@ -4,6 +4,7 @@ most memory the request allocated, in frames' worth."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -64,3 +65,52 @@ def video_markdown(result: dict) -> list[str]:
             f"{stages.get('decode', 0):.0f} | {stages.get('preprocess', 0):.1f} | {stages.get('network', 0):.0f} | "
             f"{stages.get('nms', 0):.1f} | {result['peak_allocated_mb']:.0f} MB ({result['peak_in_frames']:.1f} "
             "frames) |"]
+
+
+def bench_large_clip(detector: Detector, gigabytes: float) -> dict | None:
+    """(f′) a clip of at least `gigabytes` GB read from S3 (SeaweedFS on loopback) at one frame a second: the most
+    memory the request allocated (tracemalloc, every allocation), against one decoded frame's size. The clip is
+    uploaded from disk and streamed by the service to a temporary file; None where ffmpeg is missing."""
+    if shutil.which("ffmpeg") is None:
+        return None
+    from localrun.s3server import SeaweedS3
+
+    with tempfile.TemporaryDirectory() as folder:
+        clip = Path(folder) / "large.mp4"
+        seconds = max(60, round(120 * gigabytes))  # about 0.5 GB a minute at 1080p, quantiser 8
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", CLIP.format(seconds=seconds),
+                        "-c:v", "libx264", "-preset", "ultrafast", "-qp", "8", "-pix_fmt", "yuv420p",
+                        "-movflags", "+faststart", str(clip)], check=True, timeout=1800)
+        size = clip.stat().st_size
+        with SeaweedS3() as s3:
+            client = s3.client()
+            client.create_bucket(Bucket="bench-videos")
+            client.upload_file(str(clip), "bench-videos", "large.mp4")
+            clip.unlink()
+            saved = {name: os.environ.get(name) for name in s3.env()}
+            os.environ.update(s3.env())
+            try:
+                service = DetectionService(detector, Settings(batch_size=1, request_timeout=3600,
+                                                              max_video_frames=10_000))
+                tracemalloc.start()
+                start = time.perf_counter()
+                prediction = service.predict([ImageRequest("bench-videos", "large.mp4", sample_fps=1.0)], several=False)
+                elapsed = time.perf_counter() - start
+                peak = tracemalloc.get_traced_memory()[1]
+                tracemalloc.stop()
+            finally:
+                for name, value in saved.items():
+                    if value is None:
+                        os.environ.pop(name, None)
+                    else:
+                        os.environ[name] = value
+    [video] = prediction.results
+    frame_bytes = video.info.width * video.info.height * 3
+    return {"clip_gb": size / 1e9, "frames": len(video.frames), "seconds": elapsed, "error": video.error is not None,
+            "peak_allocated_mb": peak / 1e6, "peak_in_frames": peak / frame_bytes}
+
+
+def large_clip_markdown(result: dict) -> list[str]:
+    return ["", f"A {result['clip_gb']:.2f} GB 1080p clip from S3 at sample_fps=1: {result['frames']} frames in "
+                f"{result['seconds']:.0f} s; the request allocated at most {result['peak_allocated_mb']:.0f} MB "
+                f"({result['peak_in_frames']:.1f} decoded frames' worth)."]

@@ -173,3 +173,13 @@ def test_cli_over_a_video_writes_its_frames_and_draws_them_named_as_the_users_fr
 def test_cli_refuses_a_bad_sampling_option_with_the_usage(reference, tmp_path):
     result = run_cli(str(tmp_path), "--weights", str(reference / "efficientdet-d0.pth"), "--sample-fps", "0")
     assert result.returncode == 2 and "sample_fps" in result.stderr and result.stderr.startswith("usage:")
+
+
+def test_cli_over_a_minute_of_1080p_answers_a_frame_a_second(reference, tmp_path, minute_of_1080p):
+    out = tmp_path / "out.jsonl"
+    result = run_cli(str(minute_of_1080p), "--weights", str(reference / "efficientdet-d0.pth"), "--sample-fps", "1",
+                     "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    [video] = (json.loads(line) for line in out.read_text().splitlines())
+    assert [f["frame"] for f in video["frames"]] == list(range(0, 1800, 30))
+    assert [f["time"] for f in video["frames"]] == pytest.approx(list(range(60)), abs=1e-3)
