@@ -77,7 +77,7 @@ def bench_large_clip(detector: Detector, gigabytes: float) -> dict | None:
 
     with tempfile.TemporaryDirectory() as folder:
         clip = Path(folder) / "large.mp4"
-        seconds = max(60, round(120 * gigabytes))  # about 0.5 GB a minute at 1080p, quantiser 8
+        seconds = max(60, round(280 * gigabytes))  # about 0.22 GB a minute of this pattern at 1080p, quantiser 8
         subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", CLIP.format(seconds=seconds),
                         "-c:v", "libx264", "-preset", "ultrafast", "-qp", "8", "-pix_fmt", "yuv420p",
                         "-movflags", "+faststart", str(clip)], check=True, timeout=1800)
