@@ -178,8 +178,8 @@ def _until(video_frames: Iterator[Frame], deadline: float, request_timeout: floa
     for frame in video_frames:
         if time.monotonic() > deadline:
             video_frames.close()
-            yield replace(frame, index=None, time=None).failed(late(frame, "read to the end of its sampling",
-                                                                    request_timeout))
+            rest = replace(frame, index=None, time=None, fetch_seconds=0.0, decode_seconds=0.0)
+            yield rest.failed(late(frame, "read to the end of its sampling", request_timeout))
             return
         yield frame
 

@@ -207,15 +207,16 @@ class DetectionService:
     def _video_frames(frame: Frame, video: Video) -> Iterator[Frame]:
         """An opened video entry's frames, each decoded when the pipeline asks for it (its decode time is the wait
         for it); the clip's file is removed when the last one is done (or the pipeline stops asking)."""
-        clock = time.perf_counter()
+        clock, fetch_seconds = time.perf_counter(), frame.fetch_seconds  # the clip's fetch counts once, on its first frame
         for sampled in video.frames(frame.request.sampling):
-            at = replace(frame, index=sampled.index, time=sampled.time, decode_seconds=time.perf_counter() - clock)
+            at = replace(frame, index=sampled.index, time=sampled.time, fetch_seconds=fetch_seconds,
+                         decode_seconds=time.perf_counter() - clock)
             if sampled.error is not None:
                 yield at.failed(sampled.error)
             else:
                 height, width = sampled.pixels.shape[:2]
                 yield replace(at, image=DecodedImage(sampled.pixels, width, height))
-            clock = time.perf_counter()
+            clock, fetch_seconds = time.perf_counter(), 0.0
 
     def predict(self, requests: list[ImageRequest], several: bool, images_per_pass: int | None = None) -> Prediction:
         """Detect in every image; each image's error stays in its place (Prediction.request_error says
