@@ -138,17 +138,8 @@ def load_ahead(frames: Iterable[Frame], load: Callable[[Frame], Frame | Iterator
     """Frames → loaded frames, in order, at most `window` entries in flight: `load` runs on `pool` and gives the
     frame fetched and decoded, or (a video) an iterator of its frames, decoded here as they are asked for. A frame
     not loaded by the deadline fails with 504 (one not started yet never starts; a video stops there, one failed
-    frame standing for the rest); the last frame yielded is marked `last`."""
-    loaded = _loaded_in_order(frames, load, pool, window, deadline, request_timeout)
-    frame = next(loaded, None)
-    while frame is not None:
-        following = next(loaded, None)
-        yield replace(frame, last=following is None)
-        frame = following
-
-
-def _loaded_in_order(frames: Iterable[Frame], load: Callable[[Frame], Frame | Iterator[Frame]], pool: Executor,
-                     window: int, deadline: float, request_timeout: float) -> Iterator[Frame]:
+    frame standing for the rest). The request's last frame is marked `last` as it is yielded, without waiting for
+    anything after it."""
     source = iter(frames)
     running: deque[tuple[Frame, Future | None]] = deque()
     for frame in source:
@@ -168,9 +159,19 @@ def _loaded_in_order(frames: Iterable[Frame], load: Callable[[Frame], Frame | It
         if following is not None:
             running.append(_started(following, load, pool))
         if isinstance(result, Frame):
-            yield result
+            yield replace(result, last=not running)
         else:
-            yield from _until(result, deadline, request_timeout)
+            yield from _marking_the_last(_until(result, deadline, request_timeout), last_entry=not running)
+
+
+def _marking_the_last(video_frames: Iterator[Frame], last_entry: bool) -> Iterator[Frame]:
+    """A video's frames, its final one marked `last` when the video is the request's last entry (a frame ahead is
+    decoded to know it)."""
+    frame = next(video_frames, None)
+    while frame is not None:
+        following = next(video_frames, None)
+        yield replace(frame, last=last_entry and following is None)
+        frame = following
 
 
 def _until(video_frames: Iterator[Frame], deadline: float, request_timeout: float) -> Iterator[Frame]:
@@ -252,18 +253,23 @@ class BatchRunner:
 
 
 def gather(frames: Iterable[Frame], entries: int) -> list[Outcome]:
-    """Detected frames → one outcome per entry, in request order: an image's own, or a video's frames in order."""
+    """Detected frames → one outcome per entry, in request order: an image's own, or a video's frames in order (a
+    video whose frame standing for "the rest" comes before any other fails whole with that frame's error)."""
     outcomes: list[Outcome | None] = [None] * entries
     for frame in frames:
         if frame.video is None:
             outcomes[frame.entry] = frame.outcome
             continue
         video = outcomes[frame.entry]
+        if isinstance(video, ImageFailure):  # a clip already failed whole: nothing more to gather
+            continue
         if video is None:
             resolved = frame.request
             video = outcomes[frame.entry] = VideoResult(frame.source, frame.video, resolved.pred_threshold,
                                                         resolved.iou_threshold, [])
-        if frame.index is None:
+        if frame.index is None and not video.frames:  # nothing of the clip was read: the entry fails
+            outcomes[frame.entry] = frame.outcome
+        elif frame.index is None:
             outcomes[frame.entry] = replace(video, error=frame.outcome.error)
         else:
             video.frames.append(FrameResult(frame.index, frame.time, frame.outcome))

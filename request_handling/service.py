@@ -208,6 +208,7 @@ class DetectionService:
         """An opened video entry's frames, each decoded when the pipeline asks for it (its decode time is the wait
         for it); the clip's file is removed when the last one is done (or the pipeline stops asking)."""
         clock, fetch_seconds = time.perf_counter(), frame.fetch_seconds  # the clip's fetch counts once, on its first frame
+        sampled = None
         for sampled in video.frames(frame.request.sampling):
             at = replace(frame, index=sampled.index, time=sampled.time, fetch_seconds=fetch_seconds,
                          decode_seconds=time.perf_counter() - clock)
@@ -217,6 +218,9 @@ class DetectionService:
                 height, width = sampled.pixels.shape[:2]
                 yield replace(at, image=DecodedImage(sampled.pixels, width, height))
             clock, fetch_seconds = time.perf_counter(), 0.0
+        if sampled is None:  # the sampling picked no frame: the entry fails, saying why
+            yield frame.failed(bad_request(f"{frame.source or 'the video'} has no frame in the sampled range "
+                                           f"(its frames run to {video.info.duration:.3f} s)"))
 
     def predict(self, requests: list[ImageRequest], several: bool, images_per_pass: int | None = None) -> Prediction:
         """Detect in every image; each image's error stays in its place (Prediction.request_error says

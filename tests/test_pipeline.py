@@ -167,3 +167,19 @@ def test_gather_puts_a_videos_frames_in_order_into_one_entry():
     [image, result] = gather([detected(frames(1)[0]), *video], 2)
     assert isinstance(image, ImageResult) and result.info == info
     assert [(f.index, f.time) for f in result.frames] == [(0, 0.0), (30, 1.0), (60, 2.0)] and result.error is None
+
+
+def test_load_ahead_yields_a_loaded_frame_without_waiting_for_the_next_one():
+    release = threading.Event()
+
+    def load(frame):
+        if frame.entry == 1:
+            release.wait(5)
+        return frame
+
+    with ThreadPoolExecutor(2) as pool:
+        loaded = load_ahead(frames(2), load, pool, 2, FAR, 30.0)
+        first = next(loaded)  # frame 1 is still loading
+        assert first.entry == 0 and not first.last
+        release.set()
+        assert [(f.entry, f.last) for f in loaded] == [(1, True)]

@@ -245,3 +245,9 @@ def test_a_minute_of_1080p_as_a_json_lines_entry_under_the_batch_transform_setti
     video, image = (json.loads(line) for line in response.body.splitlines())
     assert "error" not in video and [f["frame"] for f in video["frames"]] == list(range(0, 1800, 30))
     assert image["source"].endswith("still.png") and len(image["detections"]) == 2
+
+
+def test_a_sampling_that_picks_no_frame_fails_the_entry_saying_why(service, clips):
+    prediction = service.predict([ImageRequest(image_bytes=clips["h264"].read_bytes(), start=100.0)], several=False)
+    error = prediction.request_error()
+    assert error.status_code == 400 and "no frame in the sampled range" in error.message
