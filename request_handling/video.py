@@ -25,7 +25,7 @@ from .errors import RequestError, bad_request, too_large
 SIGNATURE_BYTES = 192  # enough for an MPEG-TS file's second sync byte
 MATROSKA_MAGIC = b"\x1a\x45\xdf\xa3"  # EBML: Matroska and WebM
 QUICKTIME_ATOMS = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip")  # MP4 and MOV files start with one
-OTHER_CONTAINERS = {b"RIFF": "AVI", b"FLV\x01": "FLV", b"OggS": "Ogg", b"\x00\x00\x01\xba": "MPEG program stream",
+OTHER_CONTAINERS = {b"FLV\x01": "FLV", b"OggS": "Ogg", b"\x00\x00\x01\xba": "MPEG program stream",
                     b"\x30\x26\xb2\x75": "ASF/WMV"}
 COPY_CHUNK = 1 << 20
 TIME_TOLERANCE = 1e-4  # s: presentation times are rounded to microseconds; frames are at least 4 ms apart
@@ -40,6 +40,8 @@ def other_container(head: bytes) -> str | None:
     """The name of a video container we do not read (AVI, FLV, MPEG-TS …), for a 415, or None."""
     if head[:1] == b"\x47" and (len(head) <= 188 or head[188:189] == b"\x47"):
         return "MPEG transport stream"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":  # a RIFF file of another form (WebP, WAV) is no video
+        return "AVI"
     return next((name for magic, name in OTHER_CONTAINERS.items() if head.startswith(magic)), None)
 
 

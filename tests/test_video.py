@@ -251,3 +251,8 @@ def test_a_sampling_that_picks_no_frame_fails_the_entry_saying_why(service, clip
     prediction = service.predict([ImageRequest(image_bytes=clips["h264"].read_bytes(), start=100.0)], several=False)
     error = prediction.request_error()
     assert error.status_code == 400 and "no frame in the sampled range" in error.message
+
+
+def test_a_webp_image_is_no_avi_though_both_are_riff_files():
+    webp = encode_image(gradient(), "WEBP")
+    assert webp[:4] == b"RIFF" and other_container(webp[:192]) is None and not is_video(webp[:16])
