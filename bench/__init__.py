@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -39,3 +41,18 @@ def write_report(results: dict, table: str, path: str) -> None:
     Path(path).write_text(json.dumps(results, indent=2))
     print(table)
     print(f"\n(JSON: {path})")
+
+
+@contextmanager
+def environment(**values: str) -> Iterator[None]:
+    """These environment variables set while inside, restored (or removed) after."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -21,8 +21,7 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -31,7 +30,7 @@ from deploy.model_dir import assemble_model_dir
 from efficientdet import Detector, get_config
 from request_handling.images import decode_image, decode_jpegs_on_device, jpeg_for_device
 
-from . import cpu_name, write_report
+from . import cpu_name, environment, write_report
 from .samples import default_checkpoint, partners_found, video_frame
 from .timing import p50_p95_ms, percentile
 
@@ -56,20 +55,6 @@ def timed(call: Callable[[], object], rounds: int, warm_up: int = 2) -> list[flo
         call()
         samples.append(time.perf_counter() - start)
     return samples
-
-
-@contextmanager
-def environment(**values: str) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def bench_realtime(model_dir: Path, half: bool, graphs: bool, batch_sizes: list[int], rounds: int) -> dict:

@@ -4,7 +4,6 @@ most memory the request allocated, in frames' worth."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -16,6 +15,8 @@ from efficientdet import Detector
 from request_handling.bodies import ImageRequest
 from request_handling.service import DetectionService
 from request_handling.settings import Settings
+
+from . import environment
 
 CLIP = "testsrc2=size=1920x1080:rate=30:duration={seconds}"
 
@@ -87,9 +88,7 @@ def bench_large_clip(detector: Detector, gigabytes: float) -> dict | None:
             client.create_bucket(Bucket="bench-videos")
             client.upload_file(str(clip), "bench-videos", "large.mp4")
             clip.unlink()
-            saved = {name: os.environ.get(name) for name in s3.env()}
-            os.environ.update(s3.env())
-            try:
+            with environment(**s3.env()):
                 service = DetectionService(detector, Settings(batch_size=1, request_timeout=3600,
                                                               max_video_frames=10_000))
                 tracemalloc.start()
@@ -98,12 +97,6 @@ def bench_large_clip(detector: Detector, gigabytes: float) -> dict | None:
                 elapsed = time.perf_counter() - start
                 peak = tracemalloc.get_traced_memory()[1]
                 tracemalloc.stop()
-            finally:
-                for name, value in saved.items():
-                    if value is None:
-                        os.environ.pop(name, None)
-                    else:
-                        os.environ[name] = value
     [video] = prediction.results
     frame_bytes = video.info.width * video.info.height * 3
     return {"clip_gb": size / 1e9, "frames": len(video.frames), "seconds": elapsed, "error": video.error is not None,
