@@ -38,7 +38,7 @@ def is_video(head: bytes) -> bool:
 
 def other_container(head: bytes) -> str | None:
     """The name of a video container we do not read (AVI, FLV, MPEG-TS …), for a 415, or None."""
-    if head[:1] == b"\x47" and (len(head) <= 188 or head[188:189] == b"\x47"):
+    if head[:1] == b"\x47" and head[188:189] == b"\x47":  # two sync bytes a packet apart (a GIF starts with G too)
         return "MPEG transport stream"
     if head[:4] == b"RIFF" and head[8:12] == b"AVI ":  # a RIFF file of another form (WebP, WAV) is no video
         return "AVI"

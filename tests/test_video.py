@@ -256,3 +256,9 @@ def test_a_sampling_that_picks_no_frame_fails_the_entry_saying_why(service, clip
 def test_a_webp_image_is_no_avi_though_both_are_riff_files():
     webp = encode_image(gradient(), "WEBP")
     assert webp[:4] == b"RIFF" and other_container(webp[:192]) is None and not is_video(webp[:16])
+
+
+def test_a_small_gif_is_no_transport_stream_though_both_start_with_g():
+    gif = encode_image(Image.new("L", (1, 1)), "GIF")
+    assert len(gif) < 189 and gif[:1] == b"G" and other_container(gif[:192]) is None
+    assert other_container((b"\x47" + b"\x00" * 187) * 2) == "MPEG transport stream"
