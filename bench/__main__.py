@@ -1,8 +1,9 @@
-"""`make bench`: fast against plain eager path per image, the served endpoint, both servers, cold start, reduced JPEG decode.
+"""`make bench`: fast against plain eager path per image, the served endpoint, both servers, cold start, reduced JPEG
+decode, video, and ours against ONNX Runtime and OpenVINO.
 
 Modes are timed side by side in one run, interleaved, and reported as ratios: these machines are
 shared and noisy, so absolute numbers move between runs more than ratios do. Each part is a module of its own:
-latency.py (a), served.py (b, c), servers.py (b′), decoding.py (d, e), video.py (f).
+latency.py (a), served.py (b, c), servers.py (b′), decoding.py (d, e), video.py (f), runtimes.py (g).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from efficientdet import get_config
 
 from . import cpu_machine, write_report
 from .decoding import bench_letterbox, bench_reduced_decode, decoding_markdown
-from .latency import bench_latency, detectors, latency_markdown
+from .latency import bench_latency, bench_model, detectors, latency_markdown
+from .runtimes import bench_runtimes, runtimes_markdown
 from .samples import SAMPLE, default_checkpoint
 from .served import bench_server, served_markdown
 from .servers import bench_servers, servers_markdown
@@ -33,6 +35,8 @@ def markdown(results: dict) -> str:
         lines += served_markdown(results["server"])
     if results.get("servers"):
         lines += servers_markdown(results["servers"])
+    if results.get("runtimes"):
+        lines += runtimes_markdown(results["runtimes"], results["machine"])
     lines += decoding_markdown(results)
     if results.get("video"):
         lines += video_markdown(results["video"])
@@ -51,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds-extras", type=int, default=15, help="timed frames per opt-in mode (0: skip)")
     parser.add_argument("--server-rounds", type=int, default=8, help="rounds of requests per server mode")
     parser.add_argument("--batch", type=int, default=8, help="images per batched forward pass and request")
+    parser.add_argument("--runtime-rounds", type=int, default=12,
+                        help="rounds of (g), ours against ONNX Runtime and OpenVINO (0: skip)")
     parser.add_argument("--skip-server", action="store_true")
     parser.add_argument("--skip-servers", action="store_true", help="skip TorchServe against Ray Serve")
     parser.add_argument("--video-seconds", type=int, default=60, help="length of the 1080p clip of (f) (0: skip)")
@@ -62,9 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--untrained and --checkpoint exclude each other")
     args.checkpoint = None if args.untrained else args.checkpoint or default_checkpoint(args.coef)
     image = np.asarray(Image.open(SAMPLE).convert("RGB"))
-    modes = detectors(args.coef, args.checkpoint)
+    model = bench_model(args.coef, args.checkpoint)
+    modes = detectors(model)
     results = {"machine": cpu_machine(), "coef": args.coef, "input_size": get_config(args.coef).input_size,
                "checkpoint": args.checkpoint, "latency": bench_latency(modes, args.rounds, image, args.batch)}
+    if args.runtime_rounds:
+        results["runtimes"] = bench_runtimes(model, image, args.runtime_rounds)
     if args.rounds_extras:
         results["reduced_decode"] = bench_reduced_decode(modes["fast"], args.rounds_extras)
         results["letterbox"] = bench_letterbox(modes["fast"].input_size, 4 * args.rounds_extras)

@@ -14,12 +14,17 @@ from efficientdet.untrained import untrained_state_dict
 from .timing import p50_p95_ms, percentile
 
 
-def detectors(coef: int, checkpoint: str | None) -> dict[str, Detector]:
+def bench_model(coef: int, checkpoint: str | None) -> EfficientDet:
+    """The network the benchmark times: the checkpoint's weights, or generated untrained ones."""
     model = EfficientDet(get_config(coef))
     if checkpoint:
         model.load_state_dict(torch.load(checkpoint, weights_only=True))
     else:
         model.load_state_dict(untrained_state_dict(coef))
+    return model.eval()
+
+
+def detectors(model: EfficientDet) -> dict[str, Detector]:
     return {"plain eager": Detector(model, fast=False), "fast": Detector(model, fast=True)}
 
 

@@ -16,12 +16,17 @@ from .boxes import select_batch_detections, select_detections, to_image_pixels
 from .config import DEFAULT_ANCHOR_RATIOS, DEFAULT_ANCHOR_SCALES, validate_input_size
 from .graphs import GraphedNetwork
 from .labels import COCO_LABELS
+from .layers import native_bfloat16
 from .model import EfficientDet
 from .optimize import optimize_for_inference
 from .preprocess import Letterbox, letterbox, letterbox_tensor
 from .weights import build_from_state_dict, load_state_dict
 
 log = logging.getLogger(__name__)
+
+BFLOAT16_UNSUPPORTED = ("bfloat16 needs a CPU that computes in it natively (x86: AVX-512 BF16 or AMX, as on "
+                        "ml.c7i/m7i/r7i and ml.c7a/m7a; Arm: BF16, as on Graviton3 and 4), and this CPU has neither: "
+                        "oneDNN would emulate it, slower than float32")
 
 
 @dataclass(frozen=True)
@@ -46,8 +51,10 @@ class Detector:
     def __init__(self, model: EfficientDet, *, input_size: int | None = None, labels: Sequence[str] | None = None,
                  anchor_scales: Sequence[float] | None = None,
                  anchor_ratios: Sequence[tuple[float, float]] | None = None,
-                 device: str | torch.device = "cpu", half: bool = False, fast: bool = True,
+                 device: str | torch.device = "cpu", half: bool = False, bfloat16: bool = False, fast: bool = True,
                  cuda_graphs: bool = True) -> None:
+        """`half`: float16 on a GPU (a warning and float32 elsewhere). `bfloat16`: the network in bfloat16 on a CPU
+        that computes in it natively (ValueError elsewhere); inputs, anchors and post-processing stay float32."""
         config = model.config
         self.config = config
         self.input_size = validate_input_size(config, input_size or config.input_size)
@@ -55,7 +62,10 @@ class Detector:
         if half and self.device.type != "cuda":
             log.warning("half precision needs a CUDA device; running %s in float32 on %s", config.name, self.device)
             half = False
-        self.dtype = torch.float16 if half else torch.float32
+        if bfloat16 and (self.device.type != "cpu" or not native_bfloat16()):
+            raise ValueError(BFLOAT16_UNSUPPORTED if self.device.type == "cpu" else
+                             f"bfloat16 is the CPU's reduced precision; on {self.device} use half (float16)")
+        self.dtype = torch.float16 if half else torch.bfloat16 if bfloat16 else torch.float32
         self.labels = tuple(labels) if labels is not None else COCO_LABELS
         if len(self.labels) != model.num_classes:
             raise ValueError(f"{len(self.labels)} labels given for a model with {model.num_classes} classes")
@@ -75,11 +85,12 @@ class Detector:
     def from_checkpoint(cls, path: str | os.PathLike, compound_coef: int = 0, *, device: str | torch.device = "cpu",
                         half: bool = False, input_size: int | None = None, labels: Sequence[str] | None = None,
                         anchor_scales: Sequence[float] | None = None,
-                        anchor_ratios: Sequence[tuple[float, float]] | None = None, fast: bool = True,
-                        cuda_graphs: bool = True) -> Detector:
+                        anchor_ratios: Sequence[tuple[float, float]] | None = None, bfloat16: bool = False,
+                        fast: bool = True, cuda_graphs: bool = True) -> Detector:
         model = build_from_state_dict(load_state_dict(path), compound_coef)
         return cls(model, input_size=input_size, labels=labels, anchor_scales=anchor_scales,
-                   anchor_ratios=anchor_ratios, device=device, half=half, fast=fast, cuda_graphs=cuda_graphs)
+                   anchor_ratios=anchor_ratios, device=device, half=half, bfloat16=bfloat16, fast=fast,
+                   cuda_graphs=cuda_graphs)
 
     @property
     def name(self) -> str:
@@ -140,12 +151,15 @@ class Detector:
             self.forward(blank.expand(count, -1, -1, -1).contiguous(memory_format=self.memory_format))
 
     def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(regression, class logits, anchors) for a preprocessed batch; anchors are float32 in any dtype."""
+        """(regression, class logits, anchors) for a preprocessed batch; anchors are float32 in any dtype, and
+        bfloat16 outputs come back as float32 (post-processing on 8-bit mantissas would round scores to 1/256)."""
         if self.graphed is not None and batch.shape[-1] == self.input_size:
             regression, class_logits = self.graphed(batch)
         else:
             with torch.inference_mode():
                 regression, class_logits = self.model(batch)
+                if self.dtype == torch.bfloat16:
+                    regression, class_logits = regression.float(), class_logits.float()
         return regression, class_logits, self.anchors.get(batch.shape[-1], batch.device)
 
     def postprocess(self, regression: torch.Tensor, class_logits: torch.Tensor, anchors: torch.Tensor,

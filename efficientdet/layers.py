@@ -7,6 +7,8 @@ part of its weights) and `fused` (the convolution, with the SiLU after it, as on
 from __future__ import annotations
 
 import math
+import platform
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +35,19 @@ def batch_norm(channels: int) -> nn.BatchNorm2d:
 
 def onednn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+def native_bfloat16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (x86: AVX-512 BF16 or AMX; Arm: the BF16 extension), rather
+    than oneDNN emulating it in float32 instructions, which is slower than float32 itself."""
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        try:
+            return " bf16" in Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    return False
 
 
 def pixel_rows(x: torch.Tensor) -> torch.Tensor:

@@ -96,9 +96,12 @@ class DetectionService:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         detector = Detector.from_checkpoint(
             checkpoint, settings.compound_coef, device=device, half=settings.use_float16,
+            bfloat16=settings.cpu_bfloat16 and device == "cpu",
             input_size=settings.input_size, labels=settings.labels,
             anchor_scales=settings.anchor_scales, anchor_ratios=settings.anchor_ratios,
             cuda_graphs=settings.cuda_graphs)
+        if settings.cpu_bfloat16 and device != "cpu":
+            log.warning("CPU_PRECISION=bfloat16 applies on CPU only; on %s, USE_FLOAT16 sets the precision", device)
         start = time.perf_counter()
         detector.warm_up(warm_up_batch_sizes(settings.batch_size, device))
         log.info("loaded %s from %s on %s (%s, input %d, %d torch threads), warmed up in %.2f s", detector.name,

@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 
 from efficientdet.config import MAX_INPUT_SIZE, get_config, validate_input_size
+from efficientdet.detector import BFLOAT16_UNSUPPORTED
+from efficientdet.layers import native_bfloat16
 
 from .bodies import bucket_name_problem
 
@@ -32,6 +34,7 @@ class Settings:
     iou_threshold: float = 0.2
     max_detections: int = 100
     use_float16: bool = False
+    cpu_bfloat16: bool = False  # CPU_PRECISION=bfloat16
     cuda_graphs: bool = True
     device_jpeg_decode: bool | None = None  # None: on when the model runs on a GPU
     jpeg_reduced_decode: bool = False
@@ -95,6 +98,22 @@ def _boolean(env: Mapping[str, str], name: str, default: bool | None) -> bool | 
     if raw in ("false", "0"):
         return False
     raise ConfigurationError(f"{name}={env[name]!r} is not valid: expected one of true, false, 1, 0")
+
+
+CPU_PRECISIONS = ("float32", "bfloat16")
+
+
+def cpu_bfloat16(env: Mapping[str, str]) -> bool:
+    """CPU_PRECISION=bfloat16: the network in bfloat16 on CPU, refused at start-up on a CPU without native
+    bfloat16; on a GPU the setting does not apply (USE_FLOAT16 does)."""
+    raw = env.get("CPU_PRECISION", "").strip().lower() or "float32"
+    if raw not in CPU_PRECISIONS:
+        raise ConfigurationError(f"CPU_PRECISION={env['CPU_PRECISION']!r} is not valid: expected one of "
+                                 + ", ".join(CPU_PRECISIONS))
+    if raw == "bfloat16" and not torch.cuda.is_available() and not native_bfloat16():
+        raise ConfigurationError(f"CPU_PRECISION=bfloat16 is not available here: {BFLOAT16_UNSUPPORTED}. "
+                                 "Unset CPU_PRECISION for float32")
+    return raw == "bfloat16"
 
 
 def max_images_per_request(env: Mapping[str, str] = os.environ) -> int:
@@ -226,6 +245,7 @@ def load_settings(model_dir: str | os.PathLike, env: Mapping[str, str] = os.envi
         iou_threshold=_number(env, "DEFAULT_IOU_THRESHOLD", default.iou_threshold, 0.0, 1.0),
         max_detections=_integer(env, "DEFAULT_MAX_DETECTIONS", default.max_detections, 1),
         use_float16=_boolean(env, "USE_FLOAT16", default.use_float16),
+        cpu_bfloat16=cpu_bfloat16(env),
         cuda_graphs=_boolean(env, "CUDA_GRAPHS", default.cuda_graphs),
         device_jpeg_decode=_boolean(env, "DEVICE_JPEG_DECODE", default.device_jpeg_decode),
         jpeg_reduced_decode=_boolean(env, "JPEG_REDUCED_DECODE", default.jpeg_reduced_decode),

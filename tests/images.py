@@ -23,20 +23,6 @@ def gradient(width: int = 320, height: int = 200) -> Image.Image:
     return Image.fromarray(np.stack([x, y, 255 - x], axis=2))
 
 
-def natural_photo(width: int, height: int, seed: int = 0) -> np.ndarray:
-    """An RGB uint8 image with a photograph's statistics (noise summed over scales, a 1/f spectrum): with the
-    reference checkpoint it gives hundreds of detections, where the sample photograph gives tens."""
-    rng = np.random.default_rng(seed)
-    pixels = np.zeros((height, width, 3))
-    cells = 4
-    while cells <= max(width, height):
-        noise = rng.integers(0, 256, (cells, cells, 3), dtype=np.uint8)
-        pixels += np.asarray(Image.fromarray(noise).resize((width, height), Image.Resampling.BILINEAR), dtype=float)
-        cells *= 2
-    pixels = (pixels - pixels.mean()) / pixels.std() * 50 + 120
-    return np.clip(pixels, 0, 255).astype(np.uint8)
-
-
 def png(width: int, height: int, color_type: int, compressed_rows: bytes) -> bytes:
     """A PNG file from its IHDR fields and already-compressed image data."""
     def chunk(kind: bytes, data: bytes) -> bytes:

@@ -19,7 +19,7 @@ def run_bench(tmp_path, *args: str) -> tuple[str, dict]:
 
 def test_bench_compares_fast_and_plain_and_the_reduced_decode(reference, tmp_path):
     table, results = run_bench(tmp_path, "--checkpoint", str(reference / "efficientdet-d0.pth"), "--rounds", "2",
-                               "--rounds-extras", "1", "--video-seconds", "2")
+                               "--rounds-extras", "1", "--video-seconds", "2", "--runtime-rounds", "1")
     assert "fast ÷ plain (p50)" in table and "3840x2160 frame" in table
     if results["video"] is not None:  # None where ffmpeg is missing (make test installs it)
         assert results["video"]["frames"] == 2 and "video, sample_fps=1" in table
@@ -27,11 +27,15 @@ def test_bench_compares_fast_and_plain_and_the_reduced_decode(reference, tmp_pat
     assert set(results["latency"]["fast"]["stages_p50_ms"]) == {"preprocess", "network", "nms"}
     assert results["checkpoint"].endswith("efficientdet-d0.pth") and results["latency"]["speedup_p50"] > 0
     assert set(results["reduced_decode"]) == {"1920x1080", "3840x2160"}
+    runtimes = results["runtimes"]
+    assert set(runtimes["float32"]["network_p50_ms"]) == {"ours (fast path)", "ONNX Runtime", "OpenVINO"}
+    assert "| float32 | ONNX Runtime |" in table and "| float32 | OpenVINO |" in table
+    assert ("bfloat16" in runtimes) == ("| bfloat16 | OpenVINO |" in table)
 
 
 def test_bench_times_any_coefficient(tmp_path):
     table, results = run_bench(tmp_path, "--coef", "1", "--untrained", "--rounds", "1", "--rounds-extras", "0",
-                               "--video-seconds", "0")
+                               "--video-seconds", "0", "--runtime-rounds", "0")
     assert (results["coef"], results["input_size"], results["checkpoint"]) == (1, 640, None)
     assert "untrained weights" in table
 

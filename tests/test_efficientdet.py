@@ -8,17 +8,18 @@ import logging
 import numpy as np
 import pytest
 import torch
-from images import natural_photo
 from matching import iou, unmatched, unmatched_within
 
 from efficientdet import COCO_LABELS, CheckpointError, Detector, EfficientDet, get_config
+from efficientdet import detector as detector_module
 from efficientdet.anchors import generate_anchors
 from efficientdet.config import DEFAULT_ANCHOR_RATIOS, DEFAULT_ANCHOR_SCALES
 from efficientdet.download import weights_url
-from efficientdet.layers import OneDNNConv2d, onednn_available
+from efficientdet.layers import OneDNNConv2d, native_bfloat16, onednn_available
 from efficientdet.optimize import optimize_for_inference
 from efficientdet.untrained import synthetic_images, untrained_state_dict
 from efficientdet.weights import build_from_state_dict, load_state_dict
+from samples.photos import natural_photo
 
 
 @pytest.mark.parametrize("coef", range(9))
@@ -187,6 +188,33 @@ def test_float16_plumbing_runs_on_cpu(reference, coffee):
     for e in (d for d in expected if d.score >= 0.21):
         assert any(a.class_id == e.class_id and abs(a.score - e.score) <= 5e-3 and iou(a.box, e.box) >= 0.95
                    for a in actual), e
+
+
+def test_bfloat16_is_refused_on_a_cpu_without_it(reference, monkeypatch):
+    """The capability is faked: which CPUs have native bfloat16 varies between the machines tests run on."""
+    monkeypatch.setattr(detector_module, "native_bfloat16", lambda: False)
+    with pytest.raises(ValueError, match="AVX-512 BF16 or AMX"):
+        Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0, bfloat16=True)
+
+
+# bfloat16 keeps 8 bits of mantissa: every layer's activations round by up to 2^-9 of their size. On the sample
+# photograph that moved scores by at most 0.007 and box corners by less than 4 px (an AMX Xeon, 2026-12-03);
+# AVX-512 BF16 and AMX kernels accumulate in other orders, so the test allows 0.02 and 4 px.
+BFLOAT16_SCORE_TOLERANCE, BFLOAT16_CORNER_PX = 0.02, 4.0
+
+
+@pytest.mark.skipif(not native_bfloat16(), reason="this CPU has no native bfloat16")
+def test_bfloat16_detections_stay_near_float32(reference, coffee):
+    """CPU_PRECISION=bfloat16: the fused network in bfloat16; the outputs and the post-processing in float32."""
+    checkpoint = reference / "efficientdet-d0.pth"
+    expected = Detector.from_checkpoint(checkpoint, 0).detect([coffee], 0.2)[0]
+    reduced = Detector.from_checkpoint(checkpoint, 0, bfloat16=True)
+    regression, class_logits, anchors = reduced.forward(reduced.preprocess([coffee])[0])
+    assert regression.dtype == class_logits.dtype == anchors.dtype == torch.float32
+    actual = reduced.detect([coffee], 0.2 - BFLOAT16_SCORE_TOLERANCE, max_detections=1000)[0]
+    assert len(expected) >= 20
+    assert unmatched_within(expected, actual, *coffee.shape[1::-1], threshold=0.2,
+                            score_tolerance=BFLOAT16_SCORE_TOLERANCE, corner_px=BFLOAT16_CORNER_PX) == []
 
 
 def test_coco_labels():

@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from request_handling import settings as settings_module
 from request_handling.settings import ConfigurationError, Settings, load_settings
 
 
@@ -19,6 +20,7 @@ from request_handling.settings import ConfigurationError, Settings, load_setting
     ("DEFAULT_IOU_THRESHOLD", "nan", "[0.0, 1.0]"),
     ("DEFAULT_MAX_DETECTIONS", "0", ">= 1"),
     ("USE_FLOAT16", "yes", "true, false, 1, 0"),
+    ("CPU_PRECISION", "float16", "float32, bfloat16"),
     ("JPEG_REDUCED_DECODE", "on", "true, false, 1, 0"),
     ("MAX_IMAGE_BYTES", "-1", ">= 1"),
     ("BATCH_SIZE", "1000", "from 1 to 256"),
@@ -36,6 +38,19 @@ def test_defaults_and_overrides(tmp_path):
     assert settings.allowed_buckets == {"a-bucket", "b-bucket"} and settings.use_float16
     assert settings.pred_threshold == 0.35 and settings.iou_threshold == Settings.iou_threshold == 0.2
     assert load_settings(tmp_path, {"EFFICIENTDET_INPUT_SIZE": "1024"}).input_size == 1024
+
+
+def test_cpu_bfloat16_is_refused_at_start_up_on_a_cpu_without_it(tmp_path, monkeypatch):
+    """The CPU's capability is faked here: the fast-tier machines may have native bfloat16 or not."""
+    monkeypatch.setattr(settings_module, "native_bfloat16", lambda: False)
+    monkeypatch.setattr(settings_module.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(tmp_path, {"CPU_PRECISION": "bfloat16"})
+    assert "CPU_PRECISION=bfloat16" in str(raised.value) and "AVX-512 BF16 or AMX" in str(raised.value)
+    assert not load_settings(tmp_path, {"CPU_PRECISION": "float32"}).cpu_bfloat16
+    monkeypatch.setattr(settings_module, "native_bfloat16", lambda: True)
+    assert load_settings(tmp_path, {"CPU_PRECISION": "BFloat16"}).cpu_bfloat16
+    assert not load_settings(tmp_path, {}).cpu_bfloat16
 
 
 def test_model_dir_config_for_custom_models(tmp_path):
