@@ -81,7 +81,7 @@ def openvino(path: Path, threads: int, precision: str, around: Detector) -> Expo
     request = compiled.create_infer_request()
 
     def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        outputs = request.infer({0: batch})
+        outputs = request.infer({0: batch}, share_inputs=True, share_outputs=True)  # its fastest call: no copies
         return tuple(outputs[compiled.output(name)] for name in ("regression", "class_logits"))
     return ExportedNetwork(run, around)
 

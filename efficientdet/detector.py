@@ -54,7 +54,7 @@ class Detector:
                  device: str | torch.device = "cpu", half: bool = False, bfloat16: bool = False, fast: bool = True,
                  cuda_graphs: bool = True) -> None:
         """`half`: float16 on a GPU (a warning and float32 elsewhere). `bfloat16`: the network in bfloat16 on a CPU
-        that computes in it natively (ValueError elsewhere); inputs, anchors and post-processing stay float32."""
+        that computes in it natively (ValueError elsewhere); anchors and post-processing stay float32."""
         config = model.config
         self.config = config
         self.input_size = validate_input_size(config, input_size or config.input_size)
@@ -151,15 +151,13 @@ class Detector:
             self.forward(blank.expand(count, -1, -1, -1).contiguous(memory_format=self.memory_format))
 
     def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(regression, class logits, anchors) for a preprocessed batch; anchors are float32 in any dtype, and
-        bfloat16 outputs come back as float32 (post-processing on 8-bit mantissas would round scores to 1/256)."""
+        """(regression, class logits, anchors) for a preprocessed batch, outputs in the network's dtype; anchors are
+        float32 in any dtype (post-processing takes the candidates' values to float32)."""
         if self.graphed is not None and batch.shape[-1] == self.input_size:
             regression, class_logits = self.graphed(batch)
         else:
             with torch.inference_mode():
                 regression, class_logits = self.model(batch)
-                if self.dtype == torch.bfloat16:
-                    regression, class_logits = regression.float(), class_logits.float()
         return regression, class_logits, self.anchors.get(batch.shape[-1], batch.device)
 
     def postprocess(self, regression: torch.Tensor, class_logits: torch.Tensor, anchors: torch.Tensor,

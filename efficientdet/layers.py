@@ -62,7 +62,7 @@ def pointwise_matrix(conv: nn.Conv2d) -> nn.Parameter:
 
 
 def bias_or_zeros(conv: nn.Conv2d) -> nn.Parameter:
-    bias = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(conv.weight.shape[0])
+    bias = conv.bias.detach().clone() if conv.bias is not None else conv.weight.new_zeros(conv.weight.shape[0])
     return nn.Parameter(bias, requires_grad=False)
 
 
@@ -70,6 +70,7 @@ def bias_or_zeros(conv: nn.Conv2d) -> nn.Parameter:
 # call (~30 µs on the bench machine) outweighs its speed on small pyramid levels, and the crossover
 # measured there lies between 7 and 13 M multiply-adds.
 SMALL_POINTWISE_MACS = 8 * 2**20
+SMALL_BFLOAT16_POINTWISE_MACS = 1 * 2**20
 
 
 class OneDNNConv2d(nn.Module):
@@ -96,7 +97,10 @@ class OneDNNConv2d(nn.Module):
         self.silu = silu
         self.attr = "swish" if silu else "none"
         pointwise = self.kernel == 1 and self.stride == 1 and self.groups == 1
-        self.matrix = pointwise_matrix(conv) if pointwise else None
+        # the matrix product runs in float32 whatever the network's dtype: for these small products MKL's float32 call
+        # costs a fraction of oneDNN's bfloat16 one
+        self.matrix = nn.Parameter(pointwise_matrix(conv).float(), requires_grad=False) if pointwise else None
+        self.matrix_bias = nn.Parameter(bias_or_zeros(conv).float(), requires_grad=False) if pointwise else None
         self._plans: dict[torch.Size, tuple] = {}
 
     @property
@@ -107,7 +111,8 @@ class OneDNNConv2d(nn.Module):
     def _plan(self, shape: torch.Size) -> tuple[tuple[int, ...] | None, list[int], torch.Tensor | None]:
         """For inputs of this shape: (explicit padding or None, the kernel's padding, the packed weight or
         None for a matrix product)."""
-        if self.matrix is not None and shape.numel() * self.matrix.shape[1] <= SMALL_POINTWISE_MACS:
+        small = SMALL_POINTWISE_MACS if self.weight.dtype == torch.float32 else SMALL_BFLOAT16_POINTWISE_MACS
+        if self.matrix is not None and shape.numel() * self.matrix.shape[1] <= small:
             return None, [0, 0], None
         top, bottom, left, right = (*same_padding(shape[-2], self.kernel, self.stride),
                                     *same_padding(shape[-1], self.kernel, self.stride))
@@ -135,11 +140,11 @@ class OneDNNConv2d(nn.Module):
 
     def _matrix_product(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
-        rows = pixel_rows(x).reshape(n * h * w, -1)
-        out = torch.mm(rows, self.matrix) if self.bias is None else torch.addmm(self.bias, rows, self.matrix)
+        rows = pixel_rows(x).reshape(n * h * w, -1).float()
+        out = torch.addmm(self.matrix_bias, rows, self.matrix)
         if self.silu:
             F.silu(out, inplace=True)
-        return out.reshape(n, h, w, -1).permute(0, 3, 1, 2)
+        return out.to(x.dtype).reshape(n, h, w, -1).permute(0, 3, 1, 2)
 
 
 class GatedPointwiseConv(nn.Module):

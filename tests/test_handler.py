@@ -13,6 +13,7 @@ from matching import unmatched
 from toolkit import Toolkit
 
 from efficientdet import Detector
+from efficientdet.layers import native_bfloat16
 from request_handling.images import decode_image
 from request_handling.s3 import fetch_media
 
@@ -128,6 +129,17 @@ def test_jpeg_reduced_decode_answers_in_full_image_pixels(reference_model_dir, m
     detector = Detector.from_checkpoint(reference_model_dir / "efficientdet-d0.pth", 0)
     expected = detector.detect([reduced.pixels], full_sizes=[(3840, 2160)])[0]
     assert expected and unmatched(expected, result["detections"], 3840, 2160) == []
+
+
+@pytest.mark.skipif(not native_bfloat16(), reason="this CPU has no native bfloat16")
+def test_cpu_precision_bfloat16_serves_the_bfloat16_detections(reference_model_dir, monkeypatch):
+    """CPU_PRECISION=bfloat16 through the toolkit: the answer is the bfloat16 Detector's own."""
+    monkeypatch.setenv("CPU_PRECISION", "bfloat16")
+    image = encode(gradient(640, 480), "PNG")
+    result = Toolkit(reference_model_dir).invoke(image, "image/png").json()
+    detector = Detector.from_checkpoint(reference_model_dir / "efficientdet-d0.pth", 0, bfloat16=True)
+    expected = detector.detect([decode_image(image, 10**8, 10**8).pixels])[0]
+    assert expected and unmatched(expected, result["detections"], 640, 480) == []
 
 
 def test_several_images_keep_order_and_errors_in_place(toolkit):
