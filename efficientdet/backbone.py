@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import B0_STAGES, STEM_CHANNELS, BackboneConfig
-from .layers import GatedPointwiseConv, SameConv2d, batch_norm, pixel_rows
+from .layers import GatedPointwiseConv, SameConv2d, batch_norm
 
 WIDTH_DIVISOR = 8
 
@@ -41,14 +41,14 @@ def channel_means(x: torch.Tensor) -> torch.Tensor:
     product with a row of 1 / (H·W), which sums the pixels one after another: over a 256×256 map whose last third is
     constant letterbox padding, 4e-4 of the mean off (against 1e-7), enough to move the fast path's scores 6e-5 from
     the plain path's on an AVX2 Zen 3 and 8e-5 on an AVX-512 Zen 5. The reduction is faster too.
-    bfloat16: the pixel sums as one matrix product with a row of ones, which oneDNN accumulates in float32; what it
-    loses is below the 2^-9 of the bfloat16 sum it returns. torch's bfloat16 mean converts the whole map to float32
-    first, and takes twice as long.
+    bfloat16: average pooling over the whole map, which accumulates in float32 and returns the bfloat16 rounding of
+    the mean (what it loses is that rounding). Over D0's sixteen maps, each read right after the depthwise
+    convolution has written it, the pooling took 2.1 ms, torch's mean asked for float32 4.1 ms, and a matrix
+    product with a row of ones 3.3 ms.
     """
     if x.dtype != torch.bfloat16:
         return x.mean((2, 3), dtype=torch.float32)
-    n, c, h, w = x.shape
-    return torch.bmm(x.new_ones(n, 1, h * w), pixel_rows(x)).reshape(n, c).float().div_(h * w)
+    return F.avg_pool2d(x, x.shape[-2:]).reshape(x.shape[:2]).float()
 
 
 class ChannelGate(nn.Module):
