@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.ops import box_iou
 
 from efficientdet import Detection, Detector, EfficientDet
 from efficientdet.export import export
 from efficientdet.layers import native_bfloat16
 from samples.photos import natural_photo
 
+from .samples import partner_score_changes
 from .timing import percentile
 
 FOUND_SCORE, FOUND_IOU = 0.01, 0.95
@@ -31,17 +31,9 @@ FOUND_SCORE, FOUND_IOU = 0.01, 0.95
 def found_again(expected: list[Detection], actual: list[Detection]) -> dict:
     """How many of `expected` have a same-class partner in `actual` at IoU ≥ 0.95 and score within 0.01, and the
     largest score change over the partners at IoU ≥ 0.95."""
-    found, largest = 0, 0.0
-    for detection in expected:
-        partners = [d for d in actual if d.class_id == detection.class_id]
-        if not partners:
-            continue
-        ious = box_iou(torch.tensor([detection.box]), torch.tensor([d.box for d in partners]))[0]
-        changes = [abs(d.score - detection.score) for d, iou in zip(partners, ious.tolist()) if iou >= FOUND_IOU]
-        if changes:
-            largest = max(largest, min(changes))
-            found += min(changes) <= FOUND_SCORE
-    return {"found": found, "of": len(expected), "largest_score_change": largest}
+    changes = [c for c in partner_score_changes(expected, actual, FOUND_IOU) if c is not None]
+    return {"found": sum(c <= FOUND_SCORE for c in changes), "of": len(expected),
+            "largest_score_change": max(changes, default=0.0)}
 
 
 class ExportedNetwork:
@@ -128,6 +120,8 @@ def bench_runtimes(model: EfficientDet, image: np.ndarray, rounds: int) -> dict:
     chosen = runtimes(model, threads)
     reference = chosen["float32"]["ours (fast path)"]
     batch, _ = reference.preprocess([image])
+    images = fidelity_images(image)
+    expected = {label: reference.detect([pixels])[0] for label, pixels in images.items()}
     results: dict = {"threads": threads}
     for precision, networks in chosen.items():
         inputs = {name: batch.to(network.dtype) if isinstance(network, Detector) else batch
@@ -137,9 +131,8 @@ def bench_runtimes(model: EfficientDet, image: np.ndarray, rounds: int) -> dict:
         image_ms = time_interleaved({name: lambda n=network: n.detect([image])
                                      for name, network in networks.items()}, rounds)
         fidelity = {}
-        for label, pixels in fidelity_images(image).items():
-            expected = reference.detect([pixels])[0]
-            fidelity[label] = {name: found_again(expected, network.detect([pixels], max_detections=1000)[0])
+        for label, pixels in images.items():
+            fidelity[label] = {name: found_again(expected[label], network.detect([pixels], max_detections=1000)[0])
                                for name, network in networks.items()}
         results[precision] = {"network_p50_ms": network_ms, "image_p50_ms": image_ms, "fidelity": fidelity}
     return results

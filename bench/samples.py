@@ -35,13 +35,22 @@ def video_frame(width: int, height: int, quality: int = 90) -> bytes:
     return out.getvalue()
 
 
+def partner_score_changes(expected: list[Detection], actual: list[Detection], min_iou: float) -> list[float | None]:
+    """Per detection of `expected`, the smallest score change to a same-class detection of `actual` at IoU ≥ min_iou
+    (None where there is none)."""
+    changes: list[float | None] = []
+    for detection in expected:
+        partners = [d for d in actual if d.class_id == detection.class_id]
+        ious: list[float] = []
+        if partners:
+            ious = box_iou(torch.tensor([detection.box]), torch.tensor([d.box for d in partners]))[0].tolist()
+        scores = [abs(d.score - detection.score) for d, iou in zip(partners, ious) if iou >= min_iou]
+        changes.append(min(scores) if scores else None)
+    return changes
+
+
 def partners_found(full: list[Detection], other: list[Detection], min_score: float = 0.25) -> tuple[int, int]:
     """(how many of, out of) the first decode's detections scoring ≥ min_score have a same-class partner at
     IoU ≥ 0.5 among the other decode's."""
     wanted = [d for d in full if d.score >= min_score]
-    found = 0
-    for d in wanted:
-        partners = [r.box for r in other if r.class_id == d.class_id]
-        if partners and float(box_iou(torch.tensor([d.box]), torch.tensor(partners)).max()) >= 0.5:
-            found += 1
-    return found, len(wanted)
+    return sum(change is not None for change in partner_score_changes(wanted, other, 0.5)), len(wanted)

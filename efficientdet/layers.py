@@ -70,6 +70,9 @@ def bias_or_zeros(conv: nn.Conv2d) -> nn.Parameter:
 # call (~30 µs on the bench machine) outweighs its speed on small pyramid levels, and the crossover
 # measured there lies between 7 and 13 M multiply-adds.
 SMALL_POINTWISE_MACS = 8 * 2**20
+# In a bfloat16 network the matrix product runs in float32 (see OneDNNConv2d): thresholds from 0 to 8 M timed the same
+# there within the noise (37.7–38.0 ms, D0 on an AMX Xeon); the lower one leaves the larger products on oneDNN's
+# bfloat16 kernels, whose speed grows with their size.
 SMALL_BFLOAT16_POINTWISE_MACS = 1 * 2**20
 
 
