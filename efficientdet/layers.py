@@ -57,8 +57,10 @@ def pixel_rows(x: torch.Tensor) -> torch.Tensor:
 
 
 def pointwise_matrix(conv: nn.Conv2d) -> nn.Parameter:
-    """A 1×1 convolution's weights as the (C_in, C_out) matrix that multiplies channels-last pixel rows."""
-    return nn.Parameter(conv.weight.detach().reshape(conv.weight.shape[0], -1).t().contiguous(), requires_grad=False)
+    """A 1×1 convolution's weights as the (C_in, C_out) matrix that multiplies channels-last pixel rows (a grouped
+    convolution's as the block-diagonal matrix of its groups)."""
+    groups = conv.weight.detach().reshape(conv.weight.shape[0], -1).chunk(conv.groups)
+    return nn.Parameter(torch.block_diag(*groups).t().contiguous(), requires_grad=False)
 
 
 def bias_or_zeros(conv: nn.Conv2d) -> nn.Parameter:
@@ -99,7 +101,7 @@ class OneDNNConv2d(nn.Module):
         self.strides = [self.stride] * 2
         self.silu = silu
         self.attr = "swish" if silu else "none"
-        pointwise = self.kernel == 1 and self.stride == 1 and self.groups == 1
+        pointwise = self.kernel == 1 and self.stride == 1
         # the matrix product runs in float32 whatever the network's dtype: for these small products MKL's float32 call
         # costs a fraction of oneDNN's bfloat16 one
         self.matrix = nn.Parameter(pointwise_matrix(conv).float(), requires_grad=False) if pointwise else None
@@ -231,11 +233,12 @@ class SameMaxPool2d(nn.Module):
 class SeparableConvBlock(nn.Module):
     """Depthwise 3×3 then pointwise 1×1 convolution, optionally batch-normalised."""
 
-    def __init__(self, in_channels: int, out_channels: int | None = None, norm: bool = True) -> None:
+    def __init__(self, in_channels: int, out_channels: int | None = None, norm: bool = True,
+                 pointwise_groups: int = 1) -> None:
         super().__init__()
         out_channels = out_channels or in_channels
         self.depthwise_conv = SameConv2d(in_channels, in_channels, 3, groups=in_channels, bias=False)
-        self.pointwise_conv = SameConv2d(in_channels, out_channels, 1)
+        self.pointwise_conv = SameConv2d(in_channels, out_channels, 1, groups=pointwise_groups)
         self.bn = batch_norm(out_channels) if norm else nn.Identity()
 
     def fold_batch_norm(self) -> None:

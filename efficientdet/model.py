@@ -8,7 +8,7 @@ from torch import nn
 from .backbone import EfficientNetBackbone
 from .bifpn import BiFPNCell
 from .config import EfficientDetConfig
-from .head import PredictionHead
+from .head import MergedPredictionHeads, PredictionHead
 
 
 class EfficientDet(nn.Module):
@@ -28,6 +28,7 @@ class EfficientDet(nn.Module):
         self.regressor = PredictionHead(config.fpn_channels, config.head_repeats, levels, num_anchors, 4)
         self.classifier = PredictionHead(config.fpn_channels, config.head_repeats, levels, num_anchors, num_classes)
         self.backbone_net = EfficientNetBackbone(config.backbone_config)
+        self.heads: MergedPredictionHeads | None = None
 
     def fold_batch_norms(self) -> None:
         """Fold every batch norm into the convolution before it (eval-mode statistics; inference only)."""
@@ -36,6 +37,11 @@ class EfficientDet(nn.Module):
             cell.fold_batch_norms()
         self.regressor = self.regressor.folded()
         self.classifier = self.classifier.folded()
+
+    def merge_heads(self) -> None:
+        """After folding: the box and class heads as one module over both heads' channels (inference only)."""
+        self.heads = self.regressor.merged_with(self.classifier)
+        del self.regressor, self.classifier
 
     def fix_fusion_weights(self) -> None:
         """Compute the BiFPN's normalised fusion weights once (inference only)."""
@@ -47,10 +53,12 @@ class EfficientDet(nn.Module):
         self.backbone_net.use_fused_kernels()
         for cell in self.bifpn:
             cell.use_fused_kernels()
-        self.regressor.use_fused_kernels()
-        self.classifier.use_fused_kernels()
+        for head in (self.heads,) if self.heads is not None else (self.regressor, self.classifier):
+            head.use_fused_kernels()
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (regression (N, A, 4) as dy, dx, dh, dw; class logits (N, A, num_classes))."""
         features = self.bifpn(self.backbone_net(images))
+        if self.heads is not None:
+            return self.heads(features)
         return self.regressor(features), self.classifier(features)

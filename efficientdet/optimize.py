@@ -5,7 +5,8 @@ rounding). Each module offers its own rewrite; this only orders them.
   convolutions are shared across levels but whose batch norms are not);
 - the BiFPN's fusion weights normalised once;
 - weights and activations in channels-last layout;
-- on CPU (float32 or bfloat16), convolutions run as oneDNN kernels with the SiLU that follows them fused in.
+- on CPU (float32 or bfloat16), convolutions run as oneDNN kernels with the SiLU that follows them fused in, and
+  the box and class heads as one over both heads' channels.
 """
 
 from __future__ import annotations
@@ -29,10 +30,14 @@ def fold_all_batch_norms(model: EfficientDet) -> EfficientDet:
 def optimize_for_inference(model: EfficientDet, device: torch.device, dtype: torch.dtype) -> EfficientDet:
     """Folded batch norms, channels-last, and fused oneDNN kernels on CPU (float32 or bfloat16); on CUDA, cuDNN
     autotuning (process-wide), which pays because the canvas size is fixed."""
-    model = fold_all_batch_norms(model).to(device, dtype, memory_format=torch.channels_last)
+    model = fold_all_batch_norms(model)
+    fused = device.type == "cpu" and dtype in (torch.float32, torch.bfloat16) and onednn_available()
+    if fused:
+        model.merge_heads()
+    model = model.to(device, dtype, memory_format=torch.channels_last)
     model.fix_fusion_weights()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    if device.type == "cpu" and dtype in (torch.float32, torch.bfloat16) and onednn_available():
+    if fused:
         model.use_fused_kernels()
     return model

@@ -13,10 +13,12 @@ from matching import iou, unmatched, unmatched_within
 from efficientdet import COCO_LABELS, CheckpointError, Detector, EfficientDet, get_config
 from efficientdet import detector as detector_module
 from efficientdet.anchors import generate_anchors
+from efficientdet.backbone import channel_means
 from efficientdet.config import DEFAULT_ANCHOR_RATIOS, DEFAULT_ANCHOR_SCALES
 from efficientdet.download import weights_url
-from efficientdet.layers import OneDNNConv2d, native_bfloat16, onednn_available
-from efficientdet.optimize import optimize_for_inference
+from efficientdet.head import MergedPredictionHeads
+from efficientdet.layers import OneDNNConv2d, native_bfloat16, onednn_available, pixel_rows, pointwise_matrix
+from efficientdet.optimize import fold_all_batch_norms, optimize_for_inference
 from efficientdet.untrained import synthetic_images, untrained_state_dict
 from efficientdet.weights import build_from_state_dict, load_state_dict
 from samples.photos import natural_photo
@@ -264,3 +266,48 @@ def test_fast_path_detections_are_the_plain_paths_one_by_one(reference, coffee, 
     assert 250 <= len(expected) < 1000
     assert unmatched_within(expected, actual, width, height, threshold=threshold, score_tolerance=FAST_SCORE_TOLERANCE,
                             corner_px=FAST_CORNER_PX) == []
+
+
+def test_a_grouped_pointwise_convolution_multiplies_by_its_block_diagonal_matrix():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 6, 1, groups=2)
+    x = torch.randn(2, 8, 5, 5).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = pixel_rows(conv(x).contiguous(memory_format=torch.channels_last))
+        actual = pixel_rows(x) @ pointwise_matrix(conv) + conv.bias
+    torch.testing.assert_close(actual, expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_merged_heads_return_each_heads_outputs(fused):
+    """Both heads as one over twice the channels: the box and class outputs of the two heads, to float32 rounding."""
+    if fused and not onednn_available():
+        pytest.skip("this torch build has no oneDNN")
+    torch.manual_seed(0)
+    model = fold_all_batch_norms(EfficientDet(get_config(0)))
+    features = [torch.randn(2, 64, size, size).contiguous(memory_format=torch.channels_last) for size in (16, 8, 4, 2, 1)]
+    with torch.no_grad():
+        expected = model.regressor(features), model.classifier(features)
+        merged = model.regressor.merged_with(model.classifier)
+        if fused:
+            merged.use_fused_kernels()
+        actual = merged(features)
+    for e, a in zip(expected, actual):
+        assert a.shape == e.shape
+        torch.testing.assert_close(a, e, atol=1e-5 * e.abs().max().item(), rtol=0)
+
+
+@pytest.mark.skipif(not onednn_available(), reason="the merged heads are a oneDNN rewrite")
+def test_the_cpu_fast_path_runs_both_heads_as_one(reference):
+    detector = Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0)
+    assert isinstance(detector.model.heads, MergedPredictionHeads)
+    assert not hasattr(detector.model, "classifier")
+
+
+def test_bfloat16_channel_means_are_the_means_to_bfloat16_rounding():
+    """Row bands averaged by pooling, each band's mean rounded to bfloat16 (2^-8 relative at most), then averaged."""
+    x = torch.rand(2, 16, 64, 48).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    expected = x.float().mean((2, 3))
+    actual = channel_means(x)
+    assert actual.dtype == torch.float32
+    torch.testing.assert_close(actual, expected, atol=0, rtol=2**-8)
