@@ -10,7 +10,6 @@ from torch import nn
 from .layers import (
     SameConv2d,
     SeparableConvBlock,
-    SeparableConvInto,
     batch_norm,
     bias_or_zeros,
     pixel_rows,
@@ -60,7 +59,8 @@ class PredictionHead(nn.Module):
 
 
 class FoldedPredictionHead(nn.Module):
-    """A PredictionHead for inference: per-level convolutions with their batch norms folded in."""
+    """A PredictionHead for inference: per-level convolutions with their batch norms folded in (fused kernels come
+    with `merged_with`: the box and class heads as one)."""
 
     def __init__(self, level_convs: nn.ModuleList, header: SeparableConvBlock, outputs_per_anchor: int) -> None:
         super().__init__()
@@ -79,35 +79,13 @@ class FoldedPredictionHead(nn.Module):
         return MergedPredictionHeads(levels, header, (self.header.pointwise_conv.conv, other.header.pointwise_conv.conv),
                                      (self.outputs_per_anchor, other.outputs_per_anchor))
 
-    def use_fused_kernels(self) -> None:
-        """Every convolution as a fused kernel, the SiLU after each level convolution fused in; the header
-        writes each level's outputs into their place in the result instead of concatenating them."""
-        for convs in self.level_convs:
-            for block in convs:
-                block.use_fused_kernels(silu=True)
-        self.header = self.header.fused_into()
-
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        if isinstance(self.header, SeparableConvInto):
-            return self._forward_into(features)
         outputs = []
         for feature, convs in zip(features, self.level_convs):
             for conv in convs:
                 feature = self.act(conv(feature))
             outputs.append(per_anchor(self.header(feature), self.outputs_per_anchor))
         return torch.cat(outputs, dim=1)
-
-    def _forward_into(self, features: list[torch.Tensor]) -> torch.Tensor:
-        """The fused head: SiLUs inside the level kernels, the header writing each level into the result."""
-        pixels = [feature.shape[-2] * feature.shape[-1] for feature in features]
-        out = features[0].new_empty(features[0].shape[0], sum(pixels), self.header.matrix.shape[1])
-        start = 0
-        for feature, convs, count in zip(features, self.level_convs, pixels):
-            for conv in convs:
-                feature = conv(feature)
-            self.header(feature, out[:, start:start + count])
-            start += count
-        return out.reshape(out.shape[0], -1, self.outputs_per_anchor)
 
 
 def merged_depthwise(first: SameConv2d, second: SameConv2d) -> SameConv2d:

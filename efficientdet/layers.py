@@ -253,31 +253,5 @@ class SeparableConvBlock(nn.Module):
         self.depthwise_conv = self.depthwise_conv.fused()
         self.pointwise_conv = self.pointwise_conv.fused(silu)
 
-    def fused_into(self) -> SeparableConvInto:
-        """The block (batch norm folded) as a fused depthwise kernel and a pointwise convolution that writes into
-        a given tensor."""
-        if isinstance(self.bn, nn.BatchNorm2d):
-            raise RuntimeError("fold the batch norm before fusing kernels")
-        return SeparableConvInto(self.depthwise_conv.fused(), self.pointwise_conv.conv)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(self.pointwise_conv(self.depthwise_conv(x)))
-
-
-class SeparableConvInto(nn.Module):
-    """A separable convolution whose pointwise part writes straight into part of a larger tensor, as one matrix
-    product per image over the channels-last pixels: for a head's last layer, whose outputs for every level
-    would otherwise be concatenated (a copy of the largest tensor of the network)."""
-
-    def __init__(self, depthwise: OneDNNConv2d, pointwise: nn.Conv2d) -> None:
-        super().__init__()
-        self.depthwise = depthwise
-        self.matrix = pointwise_matrix(pointwise)
-        self.bias = bias_or_zeros(pointwise)
-
-    def forward(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """Write the block's output for x (N, C_in, H, W) into out, (N, H·W, C_out) pixels by channels."""
-        rows = pixel_rows(self.depthwise(x))
-        for image in range(rows.shape[0]):
-            torch.addmm(self.bias, rows[image], self.matrix, out=out[image])
-        return out

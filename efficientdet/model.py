@@ -38,23 +38,20 @@ class EfficientDet(nn.Module):
         self.regressor = self.regressor.folded()
         self.classifier = self.classifier.folded()
 
-    def merge_heads(self) -> None:
-        """After folding: the box and class heads as one module over both heads' channels (inference only)."""
-        self.heads = self.regressor.merged_with(self.classifier)
-        del self.regressor, self.classifier
-
     def fix_fusion_weights(self) -> None:
         """Compute the BiFPN's normalised fusion weights once (inference only)."""
         for cell in self.bifpn:
             cell.fix_fusion_weights()
 
     def use_fused_kernels(self) -> None:
-        """After folding: convolutions as oneDNN kernels with their SiLU fused in (CPU, float32)."""
+        """After folding: convolutions as oneDNN kernels with their SiLU fused in, the box and class heads as one
+        (CPU, float32 or bfloat16)."""
         self.backbone_net.use_fused_kernels()
         for cell in self.bifpn:
             cell.use_fused_kernels()
-        for head in (self.heads,) if self.heads is not None else (self.regressor, self.classifier):
-            head.use_fused_kernels()
+        self.heads = self.regressor.merged_with(self.classifier)
+        del self.regressor, self.classifier
+        self.heads.use_fused_kernels()
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (regression (N, A, 4) as dy, dx, dh, dw; class logits (N, A, num_classes))."""

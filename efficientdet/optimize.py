@@ -30,14 +30,10 @@ def fold_all_batch_norms(model: EfficientDet) -> EfficientDet:
 def optimize_for_inference(model: EfficientDet, device: torch.device, dtype: torch.dtype) -> EfficientDet:
     """Folded batch norms, channels-last, and fused oneDNN kernels on CPU (float32 or bfloat16); on CUDA, cuDNN
     autotuning (process-wide), which pays because the canvas size is fixed."""
-    model = fold_all_batch_norms(model)
-    fused = device.type == "cpu" and dtype in (torch.float32, torch.bfloat16) and onednn_available()
-    if fused:
-        model.merge_heads()
-    model = model.to(device, dtype, memory_format=torch.channels_last)
+    model = fold_all_batch_norms(model).to(device, dtype, memory_format=torch.channels_last)
     model.fix_fusion_weights()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    if fused:
+    if device.type == "cpu" and dtype in (torch.float32, torch.bfloat16) and onednn_available():
         model.use_fused_kernels()
     return model
