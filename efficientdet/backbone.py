@@ -35,30 +35,44 @@ def squeeze_and_excite(x: torch.Tensor, reduce: nn.Module, expand: nn.Module) ->
 
 
 def channel_means(x: torch.Tensor) -> torch.Tensor:
-    """(N, C) float32 means of an (N, C, H, W) map.
+    """(N, C) float32 means of a float32 (N, C, H, W) map: torch's reduction, which sums in a tree (error growing with
+    log(H·W)).
 
-    float32: torch's reduction, which sums in a tree (error growing with log(H·W)). The means were once a matrix
-    product with a row of 1 / (H·W), which sums the pixels one after another: over a 256×256 map whose last third is
-    constant letterbox padding, 4e-4 of the mean off (against 1e-7), enough to move the fast path's scores 6e-5 from
-    the plain path's on an AVX2 Zen 3 and 8e-5 on an AVX-512 Zen 5. The reduction is faster too.
-    bfloat16: average pooling, which accumulates in float32 and rounds each mean to bfloat16 (what it loses is that
-    rounding), over row bands then across them. A channels-last pooling runs one output pixel per thread, so a
-    single band would leave every thread but one idle: two bands per thread where the height allows. Over D0's
-    sixteen maps, each read right after the depthwise convolution has written it (2 threads, an AMX Xeon): two bands
-    per thread 2.0 ms, one band 2.5 ms; torch's mean asked for float32 took 4.1 ms, and a matrix product with a row
-    of ones 3.3 ms, against one band's 2.1 ms then.
+    The means were once a matrix product with a row of 1 / (H·W), which sums the pixels one after another: over a
+    256×256 map whose last third is constant letterbox padding, 4e-4 of the mean off (against 1e-7), enough to move
+    the fast path's scores 6e-5 from the plain path's on an AVX2 Zen 3 and 8e-5 on an AVX-512 Zen 5. The reduction is
+    faster too.
     """
-    if x.dtype != torch.bfloat16:
-        return x.mean((2, 3), dtype=torch.float32)
-    height, width = x.shape[-2:]
-    bands = math.gcd(height, 2 * torch.get_num_threads())
-    return F.avg_pool2d(x, (height // bands, width)).mean((2, 3), dtype=torch.float32)
+    return x.mean((2, 3), dtype=torch.float32)
+
+
+def mean_bands(x: torch.Tensor) -> int:
+    """How many row bands a bfloat16 map's channel means are pooled over: two per thread where the height allows.
+    A channels-last pooling runs one output pixel per thread, so a single band would leave every thread but one
+    idle."""
+    return math.gcd(x.shape[-2], 2 * torch.get_num_threads())
+
+
+def band_means(x: torch.Tensor, bands: int) -> torch.Tensor:
+    """(N, bands·C) float32: each channel's mean over each of `bands` row bands of a bfloat16 (N, C, H, W) map, band
+    after band. Average pooling accumulates in float32 and rounds each mean to bfloat16 (what it loses is that
+    rounding)."""
+    n, c, height, width = x.shape
+    pooled = F.avg_pool2d(x, (height // bands, width))
+    return pooled.permute(0, 2, 3, 1).reshape(n, bands * c).float()
 
 
 class ChannelGate(nn.Module):
     """Squeeze-and-excitation's gate alone, (N, C) in the input's dtype: sigmoid(expand(silu(reduce(channel
     means)))), on matrix products in float32 whatever the network's dtype (for vectors this short, MKL's float32
-    product is a quarter of the time of oneDNN's bfloat16 call), the sigmoid writing the input's dtype."""
+    product is a quarter of the time of oneDNN's bfloat16 call), the sigmoid writing the input's dtype.
+
+    bfloat16 maps are averaged over row bands (`band_means`), and the mean across the bands is part of the reduce
+    product: its matrix, divided by the band count, repeated once per band. Over D0's sixteen maps, each read right
+    after the depthwise convolution has written it (2 threads, an AMX Xeon): two bands per thread 2.0 ms, one band
+    2.5 ms; torch's mean asked for float32 took 4.1 ms, and a matrix product with a row of ones 3.3 ms, against one
+    band's 2.1 ms then. Averaging the bands in a reduction of their own cost 60–120 µs a block (four values a channel).
+    """
 
     def __init__(self, reduce: nn.Conv2d, expand: nn.Conv2d) -> None:
         super().__init__()
@@ -66,11 +80,23 @@ class ChannelGate(nn.Module):
                                          for tensor in (pointwise_matrix(reduce), bias_or_zeros(reduce)))
         self.expand, self.expand_bias = (nn.Parameter(tensor.float(), requires_grad=False)
                                          for tensor in (pointwise_matrix(expand), bias_or_zeros(expand)))
+        self._reduce_per_band: dict[int, torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        squeezed = F.silu(torch.addmm(self.reduce_bias, channel_means(x), self.reduce), inplace=True)
-        excited = torch.addmm(self.expand_bias, squeezed, self.expand)
+        if x.dtype == torch.bfloat16:
+            bands = mean_bands(x)
+            reduced = torch.addmm(self.reduce_bias, band_means(x, bands), self._reduce_over_bands(bands))
+        else:
+            reduced = torch.addmm(self.reduce_bias, channel_means(x), self.reduce)
+        excited = torch.addmm(self.expand_bias, F.silu(reduced, inplace=True), self.expand)
         return torch.sigmoid(excited, out=excited.new_empty(excited.shape, dtype=x.dtype))
+
+    def _reduce_over_bands(self, bands: int) -> torch.Tensor:
+        """The reduce matrix for `band_means` rows: the mean across the bands, then the reduce product."""
+        matrix = self._reduce_per_band.get(bands)
+        if matrix is None:
+            matrix = self._reduce_per_band[bands] = (self.reduce / bands).repeat(bands, 1)
+        return matrix
 
 
 class MBConvBlock(nn.Module):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .layers import (
@@ -13,7 +14,6 @@ from .layers import (
     batch_norm,
     bias_or_zeros,
     pixel_rows,
-    pointwise_matrix,
 )
 
 
@@ -109,16 +109,19 @@ def merged_separable(first: SeparableConvBlock, second: SeparableConvBlock) -> S
 
 class MergedPredictionHeads(nn.Module):
     """The box and class heads of an inference model run as one over twice the channels: each level convolution of
-    both is one grouped kernel (half the calls, where each oneDNN call costs ~25 µs whatever its size), and the
-    headers' pointwise products write each head's outputs into its own result."""
+    both is one grouped kernel (half the calls, where each oneDNN call costs ~25 µs whatever its size). The headers'
+    pointwise convolutions, shared by all levels, run once per head over every level's pixels, in anchor order, so
+    each head's outputs come out of one product with its bias added inside (fused: a oneDNN linear), not one product
+    a level whose bias is first written into the output and read back."""
 
     def __init__(self, level_convs: nn.ModuleList, header_depthwise: SameConv2d,
                  header_pointwise: tuple[nn.Conv2d, nn.Conv2d], outputs_per_anchor: tuple[int, int]) -> None:
         super().__init__()
         self.level_convs = level_convs
         self.header_depthwise = header_depthwise
-        self.matrices = nn.ParameterList(pointwise_matrix(conv) for conv in header_pointwise)
-        self.biases = nn.ParameterList(bias_or_zeros(conv) for conv in header_pointwise)
+        self.header_weights = nn.ParameterList(nn.Parameter(conv.weight.detach().flatten(1).clone(), requires_grad=False)
+                                               for conv in header_pointwise)
+        self.header_biases = nn.ParameterList(bias_or_zeros(conv) for conv in header_pointwise)
         self.outputs_per_anchor = outputs_per_anchor
         self.act = nn.SiLU()
         self.fused = False
@@ -133,19 +136,21 @@ class MergedPredictionHeads(nn.Module):
 
     def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, anchors, outputs) for each head, as its own PredictionHead would return them."""
-        pixels = [feature.shape[-2] * feature.shape[-1] for feature in features]
-        outs = [features[0].new_empty(features[0].shape[0], sum(pixels), matrix.shape[1]) for matrix in self.matrices]
-        start = 0
-        for feature, convs, count in zip(features, self.level_convs, pixels):
+        rows = []
+        for feature, convs in zip(features, self.level_convs):
             feature = torch.cat([feature, feature], dim=1)
             for conv in convs:
                 feature = conv(feature) if self.fused else self.act(conv(feature))
-            rows = pixel_rows(self.header_depthwise(feature))
-            channels = rows.shape[-1] // 2
-            for half, matrix, bias, out in zip((rows[..., :channels], rows[..., channels:]), self.matrices, self.biases,
-                                               outs):
-                for image in range(rows.shape[0]):
-                    torch.addmm(bias, half[image], matrix, out=out[image, start:start + count])
-            start += count
-        return tuple(out.reshape(out.shape[0], -1, outputs)
-                     for out, outputs in zip(outs, self.outputs_per_anchor))
+            rows.append(pixel_rows(self.header_depthwise(feature)))
+        anchor_rows = torch.cat(rows, dim=1)  # (N, pixels of every level, both heads' channels)
+        count, pixels, channels = anchor_rows.shape
+        halves = anchor_rows.reshape(count * pixels, channels).chunk(2, dim=1)
+        outputs = []
+        for half, weight, bias, per_anchor in zip(halves, self.header_weights, self.header_biases,
+                                                  self.outputs_per_anchor):
+            if self.fused:
+                out = torch.ops.mkldnn._linear_pointwise(half, weight, bias, "none", [], "")
+            else:
+                out = F.linear(half, weight, bias)
+            outputs.append(out.reshape(count, -1, per_anchor))
+        return tuple(outputs)
