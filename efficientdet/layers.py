@@ -154,13 +154,12 @@ class OneDNNConv2d(nn.Module):
 
 class GatedPointwiseConv(nn.Module):
     """conv(gate · x) for a 1×1 convolution and a gate per image and input channel, without writing gate · x:
-    the gate scales the weights instead, and the convolution is a matrix product over the channels-last pixels.
-    A residual, when given, is added in the same product.
+    the gate scales the weights instead, and the convolution is one oneDNN linear per image over the channels-last
+    pixels, with the bias and a residual, when given, added inside it (one rounding in bfloat16).
 
-    float32: one batched product (MKL) for the whole batch. bfloat16: one oneDNN linear per image, with the bias and
-    the residual added inside it, so the result is rounded to bfloat16 once; a batched bfloat16 product first writes
-    the bias (or the residual) into its output and reads it back, which for D0's widest map is 3 MB each way (3.7 % of
-    the bfloat16 network, D0 on an AMX Xeon).
+    A batched product (`baddbmm`) first writes the bias or the residual into its output and reads it back (3.7 % of
+    the bfloat16 network, D0 on an AMX Xeon); and it is MKL's, whose float32 products take twice oneDNN's on an AMD
+    EPYC Zen 5 (MKL picks its kernels by CPU vendor): 20 % of the float32 network there.
     """
 
     def __init__(self, conv: nn.Conv2d) -> None:
@@ -174,16 +173,10 @@ class GatedPointwiseConv(nn.Module):
         """x (N, C_in, H, W), gate (N, C_in), residual (N, C_out, H, W) or None → (N, C_out, H, W) channels-last."""
         n, _, h, w = x.shape
         rows = pixel_rows(x)
-        if x.dtype == torch.bfloat16:
-            images = [self._linear(rows[image], gate[image], None if residual is None else pixel_rows(residual)[image])
-                      for image in range(n)]
-            out = images[0].unsqueeze(0) if n == 1 else torch.stack(images)  # one image: no copy
-        else:
-            weight = (gate.unsqueeze(1) * self.weight).transpose(1, 2)
-            if residual is None:
-                out = torch.baddbmm(self.bias.reshape(1, 1, -1), rows, weight)
-            else:
-                out = torch.baddbmm(pixel_rows(residual), rows, weight).add_(self.bias)
+        residual_rows = None if residual is None else pixel_rows(residual)
+        images = [self._linear(rows[image], gate[image], None if residual is None else residual_rows[image])
+                  for image in range(n)]
+        out = images[0].unsqueeze(0) if n == 1 else torch.stack(images)  # one image: no copy
         return out.reshape(n, h, w, -1).permute(0, 3, 1, 2)
 
     def _linear(self, rows: torch.Tensor, gate: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
