@@ -209,8 +209,9 @@ def test_bfloat16_is_refused_on_a_cpu_without_it(reference, monkeypatch):
 
 # bfloat16 keeps 8 significant bits: every layer's activations round by up to 2^-8 of their size. On the sample
 # photograph that moved every anchor's score by at most 0.011, and each detection kept a partner within 0.01 whose
-# corners lie within 3 px (an AMX Xeon, 2026-12-03, one header product over every level). AVX-512 BF16 kernels without AMX accumulate in
-# other orders, so the test allows about twice that: 0.02 in score, 4 px per corner.
+# corners lie within 3 px (an AMX Xeon, 2026-12-03, one header product over every level); on an AVX-512 BF16 Zen 5
+# without AMX, whose kernels accumulate in other orders, 0.012 and 2.7 px (2026-12-04). The test allows about twice
+# the score change and a pixel more: 0.02 in score, 4 px per corner.
 BFLOAT16_SCORE_TOLERANCE, BFLOAT16_CORNER_PX = 0.02, 4.0
 
 
