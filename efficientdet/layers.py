@@ -173,9 +173,8 @@ class GatedPointwiseConv(nn.Module):
         """x (N, C_in, H, W), gate (N, C_in), residual (N, C_out, H, W) or None → (N, C_out, H, W) channels-last."""
         n, _, h, w = x.shape
         rows = pixel_rows(x)
-        residual_rows = None if residual is None else pixel_rows(residual)
-        images = [self._linear(rows[image], gate[image], None if residual is None else residual_rows[image])
-                  for image in range(n)]
+        residual_rows = [None] * n if residual is None else pixel_rows(residual)
+        images = [self._linear(rows[image], gate[image], residual_rows[image]) for image in range(n)]
         out = images[0].unsqueeze(0) if n == 1 else torch.stack(images)  # one image: no copy
         return out.reshape(n, h, w, -1).permute(0, 3, 1, 2)
 
