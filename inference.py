@@ -62,11 +62,13 @@ def answering_errors(function):
     return wrapper
 
 
-def model_fn(model_dir: str) -> DetectionService:
+def model_fn(model_dir: str, context=None) -> DetectionService:
     # The toolkit decodes text/csv and application/json bodies as UTF-8 before input_fn and answers a
     # decoding error with 500; leave those bodies as bytes so that input_fn answers 400 instead.
     content_types.UTF8_TYPES.clear()
-    return DetectionService.load(model_dir, load_settings(model_dir))
+    # TorchServe gives each worker its GPU (one worker per GPU by default on a GPU instance)
+    gpu_id = context.system_properties.get("gpu_id") if context is not None else None
+    return DetectionService.load(model_dir, load_settings(model_dir), gpu_id)
 
 
 def request_header(context, name: str) -> str | None:

@@ -44,7 +44,8 @@ class GraphedNetwork:
                 self.model(static_input)
         torch.cuda.current_stream(static_input.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(graph, pool=self._pool):
+        # captured on the input's device, whichever GPU is current (a model server's worker need not be on the first)
+        with torch.inference_mode(), torch.cuda.device(static_input.device), torch.cuda.graph(graph, pool=self._pool):
             static_output = tuple(self.model(static_input))
         return graph, static_input, static_output
 

@@ -41,11 +41,19 @@ log = logging.getLogger("efficientdet.serving")
 UNTRAINED_WARNING = "UNTRAINED WEIGHTS: detections are meaningless (offline demo checkpoint)"
 
 
+def serving_device(gpu_id: int | None = None) -> str:
+    """The device a model server's worker runs its model on: the GPU the server gave it (TorchServe's `gpu_id`: on
+    an instance of several GPUs it spreads its workers over them), else the current GPU, else the CPU."""
+    if not torch.cuda.is_available():
+        return "cpu"
+    return "cuda" if gpu_id is None else f"cuda:{gpu_id}"
+
+
 def warm_up_batch_sizes(batch_size: int, device: str) -> set[int]:
     """The batch sizes warmed up at load: 1 and BATCH_SIZE; on a GPU also the powers of two between, each a
     CUDA graph that a partial batch is padded up to."""
     sizes = {1, batch_size}
-    if device == "cuda":
+    if torch.device(device).type == "cuda":
         sizes |= {2 ** k for k in range(batch_size.bit_length()) if 2 ** k < batch_size}
     return sizes
 
@@ -86,14 +94,15 @@ class DetectionService:
             on_gpu if settings.device_jpeg_decode is None else settings.device_jpeg_decode)
 
     @classmethod
-    def load(cls, model_dir: str | os.PathLike, settings: Settings) -> DetectionService:
-        """The service for a model dir, with torch's thread count set to the settings' (per process)."""
+    def load(cls, model_dir: str | os.PathLike, settings: Settings, gpu_id: int | None = None) -> DetectionService:
+        """The service for a model dir, on `serving_device(gpu_id)`, with torch's thread count set to the settings'
+        (per process)."""
         checkpoint = Path(model_dir) / settings.weights
         if not checkpoint.is_file():
             present = sorted(p.name for p in Path(model_dir).glob("*.pth"))
             raise FileNotFoundError(f"checkpoint {checkpoint} not found (EFFICIENTDET_WEIGHTS); .pth files present: {present}")
         torch.set_num_threads(settings.num_threads)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = serving_device(gpu_id)
         detector = Detector.from_checkpoint(
             checkpoint, settings.compound_coef, device=device, half=settings.use_float16,
             bfloat16=settings.cpu_bfloat16 and device == "cpu",

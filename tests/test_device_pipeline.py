@@ -16,8 +16,9 @@ from toolkit import Toolkit
 
 from efficientdet import Detector
 from efficientdet.preprocess import letterbox, letterbox_tensor
+from request_handling import service as service_module
 from request_handling.images import decode_image, decode_jpegs_on_device, jpeg_for_device, oriented
-from request_handling.service import warm_up_batch_sizes
+from request_handling.service import serving_device, warm_up_batch_sizes
 
 LIMITS = (50_000_000, 100_000_000)
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA-only: no GPU on this machine")
@@ -94,7 +95,25 @@ def test_a_refused_jpeg_leaves_the_rest_of_the_batch_decoded():
 def test_gpus_warm_up_every_power_of_two_up_to_the_batch_size():
     assert warm_up_batch_sizes(8, "cpu") == {1, 8}
     assert warm_up_batch_sizes(8, "cuda") == {1, 2, 4, 8}
-    assert warm_up_batch_sizes(12, "cuda") == {1, 2, 4, 8, 12}
+    assert warm_up_batch_sizes(12, "cuda:1") == {1, 2, 4, 8, 12}
+
+
+def test_a_worker_runs_on_the_gpu_the_model_server_gave_it(monkeypatch):
+    """CUDA's presence is faked: on an instance of several GPUs TorchServe gives each worker its gpu_id."""
+    monkeypatch.setattr(service_module.torch.cuda, "is_available", lambda: False)
+    assert serving_device(3) == serving_device() == "cpu"
+    monkeypatch.setattr(service_module.torch.cuda, "is_available", lambda: True)
+    assert (serving_device(), serving_device(0), serving_device(3)) == ("cuda", "cuda:0", "cuda:3")
+
+
+def test_model_fn_loads_on_the_gpu_of_the_toolkits_context(reference_model_dir, monkeypatch):
+    """The toolkit hands model_fn TorchServe's context; its gpu_id reaches the service (here on CPU: ignored)."""
+    given = []
+    load = service_module.DetectionService.load.__func__
+    monkeypatch.setattr(service_module.DetectionService, "load", classmethod(
+        lambda cls, model_dir, settings, gpu_id=None: given.append(gpu_id) or load(cls, model_dir, settings, gpu_id)))
+    handler = Toolkit(reference_model_dir, gpu_id=0)
+    assert given == [0] and handler.invoke(video_frame(64, 48), "image/jpeg").status == 200
 
 
 def test_no_cuda_graphs_on_cpu(reference):
@@ -114,6 +133,14 @@ def test_cuda_graphs_give_the_eager_network_outputs(reference, coffee, half):
         batch, _ = eager.preprocess([coffee] * count)
         for ours, theirs in zip(graphed.forward(batch)[:2], eager.forward(batch)[:2]):
             torch.testing.assert_close(ours, theirs, atol=1e-3 if half else 1e-5, rtol=0)
+
+
+@needs_cuda
+def test_each_worker_loads_on_its_own_gpu(reference_model_dir):
+    last = torch.cuda.device_count() - 1
+    handler = Toolkit(reference_model_dir, gpu_id=last)
+    assert handler.model.detector.device == torch.device("cuda", last)
+    assert handler.invoke(video_frame(1280, 720), "image/jpeg").status == 200
 
 
 @needs_cuda

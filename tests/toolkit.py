@@ -31,12 +31,17 @@ class Toolkit:
     Like TorchServe, it keeps one Context for the model and sets each request's headers on it.
     """
 
-    def __init__(self, model_dir: Path) -> None:
+    def __init__(self, model_dir: Path, gpu_id: int | None = None) -> None:
         self.model_dir = model_dir
-        self.context = Context("model", str(model_dir), {}, 1, None, "1.0")
+        self.context = Context("model", str(model_dir), {}, 1, gpu_id, "1.0")  # TorchServe: the worker's GPU or None
         self.context.request_processor = [RequestProcessor({})]
         self.service = HandlerService()
         self.service.initialize(self.context)
+
+    @property
+    def model(self):
+        """What model_fn returned (the toolkit's transformer holds it)."""
+        return self.service._service._model
 
     def invoke(self, body: str | bytes, content_type: str | None = "application/json", accept: str | None = None,
                headers: dict[str, str] | None = None) -> Response:
