@@ -8,14 +8,17 @@ float16/float32 × CUDA graphs on/off) it times:
 (b) 1080p JPEG bytes → detections per batch size: decode (batched, on the device), letterbox, network,
     post-processing, each stage timed to its end on the device, and images/s end to end;
 (c) peak GPU memory;
-and once: the device decoder against the CPU one (Pillow's libjpeg-turbo, what the reference and the CPU
-path use): time per frame, and the share of CPU-decode detections found again in the device decode's.
+and once, for the first coefficient: the device decoder against the CPU one (Pillow's libjpeg-turbo, what the
+reference and the CPU path use): time per frame, and the share of CPU-decode detections found again in the device
+decode's; and (d) float16's detections against float32's, on the device and on the CPU, and against the reference
+implementation's own detections of the fixtures' photograph.
 `--device cpu` runs the same script on CPU, as a smoke test of the script: its numbers say nothing of a GPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -24,20 +27,34 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 from deploy.model_dir import assemble_model_dir
-from efficientdet import Detector, get_config
+from efficientdet import Detection, Detector, get_config
 from request_handling.images import decode_image, decode_jpegs_on_device, jpeg_for_device
 
 from . import cpu_name, environment, write_report
-from .samples import default_checkpoint, partners_found, video_frame
+from .latency import bench_model
+from .samples import (
+    FOUND_IOU,
+    FOUND_SCORE,
+    REFERENCE,
+    SAMPLE,
+    default_checkpoint,
+    fidelity_images,
+    found_again,
+    partners_found,
+    video_frame,
+)
 from .timing import p50_p95_ms, percentile
 
 REPO = Path(__file__).resolve().parents[1]
 FRAME = (1920, 1080)
 LIMITS = (50_000_000, 100_000_000)
 DTYPES = {"float16": True, "float32": False}
+FIXTURE_PHOTO = "coffee.png (fixtures)"
 
 
 def synchronize(device: torch.device) -> None:
@@ -134,6 +151,43 @@ def bench_decoders(detector: Detector, rounds: int) -> dict:
     return results
 
 
+def reference_detections() -> tuple[np.ndarray, list[Detection]] | None:
+    """The fixtures' photograph and the reference implementation's detections of it (boxes clipped to the image, as
+    ours are), where the fixtures are at hand."""
+    if not (REFERENCE / "d0-coffee.json").is_file():
+        return None
+    expected = json.loads((REFERENCE / "d0-coffee.json").read_text())
+    width, height = expected["width"], expected["height"]
+    detections = [Detection(d["class_id"], str(d["class_id"]), d["score"],
+                            (min(max(d["box"][0], 0), width), min(max(d["box"][1], 0), height),
+                             min(max(d["box"][2], 0), width), min(max(d["box"][3], 0), height)))
+                  for d in expected["detections"]]
+    return np.asarray(Image.open(REFERENCE / "coffee.png").convert("RGB")), detections
+
+
+def bench_float16_fidelity(checkpoint: str | None, device: torch.device) -> dict:
+    """(d) D0 in float16 on the device against float32 there and on the CPU (the path the equivalence tests hold to
+    the reference implementation), per image: how many of one's detections the other finds again at IoU ≥ 0.95 and
+    score ±0.01 (up to 1 000 per image, score ≥ 0.2). On CPU there is no float16: both rows run float32."""
+    detectors = {"CPU float32": Detector(bench_model(0, checkpoint), cuda_graphs=False),
+                 "float32": Detector(bench_model(0, checkpoint), device=device, cuda_graphs=False),
+                 "float16": Detector(bench_model(0, checkpoint), device=device, half=device.type == "cuda",
+                                     cuda_graphs=False)}
+    images = fidelity_images(np.asarray(Image.open(SAMPLE).convert("RGB")))
+    reference = reference_detections()
+    if reference:
+        images[FIXTURE_PHOTO] = reference[0]
+    rows: dict = {}
+    for label, pixels in images.items():
+        found = {name: detector.detect([pixels], max_detections=1000)[0] for name, detector in detectors.items()}
+        pairs = [("float32", "float16"), ("float16", "float32"), ("CPU float32", "float16"), ("CPU float32", "float32")]
+        if label == FIXTURE_PHOTO:
+            found["reference implementation"] = reference[1]
+            pairs += [("reference implementation", name) for name in detectors]
+        rows[label] = {f"{first} → {second}": found_again(found[first], found[second]) for first, second in pairs}
+    return rows
+
+
 def batch_sizes_for(coef: int, batch_sizes: list[int]) -> list[int]:
     """The batch sizes to time for a coefficient: those whose pixels per batch stay within batch 64 at D0's 512 px
     (a D4 at 1024 px: up to 16), so that a large coefficient fits the card's memory; at least batch 1."""
@@ -170,8 +224,13 @@ def run(args: argparse.Namespace) -> dict:
                     results["configurations"][name] = row
                     print(f"{name}: realtime p50 {row['realtime']['p50_ms']:.1f} ms", flush=True)
                     del detector
+                    if coef == 0 and "float16_fidelity" not in results:
+                        results["float16_fidelity"] = bench_float16_fidelity(args.checkpoint, device)
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
+                    # what is measured so far, in case the run is stopped (a device call has a time limit)
+                    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+                    Path(args.json).write_text(json.dumps(results, indent=2))
     return results
 
 
@@ -201,6 +260,12 @@ def markdown(results: dict) -> str:
         lines.append(f"| {name} | {row['device_decode']['p50_ms']:.1f} | {row['cpu_decode']['p50_ms']:.1f} | "
                      f"{100 * row['pixels_differing_share']:.1f} % | {row['pixels_max_difference']} / "
                      f"{row['pixels_mean_difference']:.2f} | {found} of {wanted} |")
+    lines += ["", f"D0: detections (score ≥ 0.2) of the first found again by the second, same class, IoU ≥ {FOUND_IOU}, "
+                  f"score ±{FOUND_SCORE}; on the device unless CPU is named",
+              "", "| image | first → second | found again | largest score change |", "| --- | --- | --- | --- |"]
+    for image, comparisons in results.get("float16_fidelity", {}).items():
+        for name, row in comparisons.items():
+            lines.append(f"| {image} | {name} | {row['found']} of {row['of']} | {row['largest_score_change']:.1e} |")
     return "\n".join(lines)
 
 

@@ -20,20 +20,9 @@ import torch
 from efficientdet import Detection, Detector, EfficientDet
 from efficientdet.export import export
 from efficientdet.layers import native_bfloat16
-from samples.photos import natural_photo
 
-from .samples import partner_score_changes
+from .samples import FOUND_IOU, FOUND_SCORE, fidelity_images, found_again
 from .timing import percentile
-
-FOUND_SCORE, FOUND_IOU = 0.01, 0.95
-
-
-def found_again(expected: list[Detection], actual: list[Detection]) -> dict:
-    """How many of `expected` have a same-class partner in `actual` at IoU ≥ 0.95 and score within 0.01, and the
-    largest score change over the partners at IoU ≥ 0.95."""
-    changes = [c for c in partner_score_changes(expected, actual, FOUND_IOU) if c is not None]
-    return {"found": sum(c <= FOUND_SCORE for c in changes), "of": len(expected),
-            "largest_score_change": max(changes, default=0.0)}
 
 
 class ExportedNetwork:
@@ -106,11 +95,6 @@ def time_interleaved(calls: dict[str, Callable[[], object]], rounds: int, repeat
                 if repeat:
                     samples[name].append(time.perf_counter() - start)
     return {name: 1000 * percentile(s, 50) for name, s in samples.items()}
-
-
-def fidelity_images(image: np.ndarray) -> dict[str, np.ndarray]:
-    return {"sample photo": image, "generated 512×512 photo": natural_photo(512, 512, seed=1),
-            "generated 1280×720 photo": natural_photo(1280, 720, seed=0)}
 
 
 def bench_runtimes(model: EfficientDet, image: np.ndarray, rounds: int) -> dict:

@@ -3,25 +3,31 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torchvision.ops import box_iou
 
 from deploy.model_dir import local_checkpoint
 from efficientdet import Detection
+from samples.photos import natural_photo
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "coffee.jpg"
 FRAME_SIZES = ((1920, 1080), (3840, 2160))
+# the reference fixtures: beside the clone, or where EFFICIENTDET_REFERENCE says (as for the tests)
+REFERENCE = Path(os.environ.get("EFFICIENTDET_REFERENCE", REPO.parent / "shared" / "fixtures" / "reference"))
+FOUND_SCORE, FOUND_IOU = 0.01, 0.95
 
 
 def default_checkpoint(coef: int) -> str | None:
-    """weights/efficientdet-d{coef}.pth, else (D0) the reference fixture beside the clone: realistic score ranges for NMS."""
+    """weights/efficientdet-d{coef}.pth, else (D0) the reference fixture: realistic score ranges for NMS."""
     candidates = [local_checkpoint(coef)]
     if coef == 0:
-        candidates.append(REPO.parent / "shared" / "fixtures" / "reference" / "efficientdet-d0.pth")
+        candidates.append(REFERENCE / "efficientdet-d0.pth")
     for candidate in candidates:
         if candidate.is_file():
             return str(candidate)
@@ -54,3 +60,17 @@ def partners_found(full: list[Detection], other: list[Detection], min_score: flo
     IoU ≥ 0.5 among the other decode's."""
     wanted = [d for d in full if d.score >= min_score]
     return sum(change is not None for change in partner_score_changes(wanted, other, 0.5)), len(wanted)
+
+
+def found_again(expected: list[Detection], actual: list[Detection]) -> dict:
+    """How many of `expected` have a same-class partner in `actual` at IoU ≥ 0.95 and score within 0.01, and the
+    largest score change over the partners at IoU ≥ 0.95."""
+    changes = [c for c in partner_score_changes(expected, actual, FOUND_IOU) if c is not None]
+    return {"found": sum(c <= FOUND_SCORE for c in changes), "of": len(expected),
+            "largest_score_change": max(changes, default=0.0)}
+
+
+def fidelity_images(image: np.ndarray) -> dict[str, np.ndarray]:
+    """The images a reduced precision's detections are compared on: `image` and two generated photographs."""
+    return {"sample photo": image, "generated 512×512 photo": natural_photo(512, 512, seed=1),
+            "generated 1280×720 photo": natural_photo(1280, 720, seed=0)}

@@ -53,3 +53,9 @@ def test_gpu_bench_runs_without_a_server_or_s3(reference, tmp_path):
     assert set(row["batches"]["2"]["stages_p50_ms"]) == {"decode", "letterbox", "network", "post-processing"}
     assert set(results["decoders"]) == {"quality 90", "quality 75"}
     assert "CPU-decode detections found again" in result.stdout
+    # on CPU "float16" runs float32 and "the device" is the CPU: every comparison finds every detection again,
+    # the reference implementation's own among them (the equivalence tests' 1e-4 lies within the rule's 0.01)
+    fidelity = results["float16_fidelity"]
+    assert "coffee.png (fixtures)" in fidelity and len(fidelity) == 4
+    assert all(row["found"] == row["of"] > 0 for rows in fidelity.values() for row in rows.values())
+    assert "reference implementation → float16" in fidelity["coffee.png (fixtures)"]
