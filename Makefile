@@ -24,7 +24,7 @@ RAY_STAMP := $(RAY_VENV)/.installed
 SERVER ?= torchserve
 SERVE_MODULE := $(if $(filter ray,$(SERVER)),localrun.ray_serve,localrun.serve)
 
-.PHONY: venv java ffmpeg test test-dev test-production test-ray test-unit lint serve weights demo bench load clean
+.PHONY: venv java ffmpeg test test-dev test-production test-ray test-unit lint serve weights demo bench load gpu-carry clean
 
 $(STAMP): requirements/dev.txt requirements/serve.txt requirements/deploy.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -93,6 +93,10 @@ bench: venv java ffmpeg
 
 load: venv java
 	$(PY) -m bench.load
+
+# what a lent GPU machine lacks for bench/gpu-check.sh, from the production venv (Python 3.12 like that machine)
+gpu-carry: $(PROD_STAMP)
+	PROD_VENV=$(PROD_VENV) bash bench/gpu-carry.sh
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache .sagemaker $(PROD_VENV) $(RAY_VENV)

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# There, on a lent GPU machine: the CUDA tests, then `python -m bench.gpu`, each log and the JSON under $OUT.
+# Prepare here with `make gpu-carry`, then one device call:
+#   run(command="bash bench/gpu-check.sh", carry=["build/gpu-carry"], timeout_s=600)
+# Arguments go to bench.gpu (e.g. `--coefs 0` for a shorter run). Exit status: 0 when the tests and the benchmark
+# both passed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-build/gpu-check}
+CARRY=$PWD/build/gpu-carry
+mkdir -p "$OUT" /tmp/gpu-check/bin
+export PYTHONPATH=$CARRY/site PYTHONUNBUFFERED=1 EFFICIENTDET_REFERENCE=$CARRY/reference PATH=/tmp/gpu-check/bin:$PATH
+python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+    "$CARRY/weed.xz" /tmp/gpu-check/bin/weed && chmod +x /tmp/gpu-check/bin/weed
+{
+    nvidia-smi || true
+    python3 -c 'import cv2, torch, torchvision; print("torch", torch.__version__, "torchvision", torchvision.__version__,
+"OpenCV", cv2.__version__, "CUDA", torch.cuda.is_available() and torch.cuda.get_device_name())'
+} 2>&1 | tee "$OUT/machine.txt"
+
+status=0
+timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_device_pipeline.py 2>&1 | tee "$OUT/tests.log" \
+    || status=1
+timeout 330 python3 -m bench.gpu --json "$OUT/gpu.json" "$@" 2>&1 | tee "$OUT/bench.log" || status=1
+exit $status
