@@ -93,8 +93,7 @@ def may_be_video(request: ImageRequest) -> bool:
 def replicas() -> int:
     """SAGEMAKER_MODEL_SERVER_WORKERS, as on the TorchServe image; by default one replica per GPU, else one per core
     (measured on 2 cores: two 1-thread replicas answer 1.3× the images/s of one 2-thread replica)."""
-    default = torch.cuda.device_count() if torch.cuda.is_available() else os.cpu_count() or 1
-    return model_server_workers(os.environ, default)
+    return model_server_workers(os.environ)
 
 
 def replica_environment() -> dict[str, str]:

@@ -125,16 +125,17 @@ def default_batch_size() -> int:
     return 8 if torch.cuda.is_available() else 1
 
 
-def model_server_workers(env: Mapping[str, str], default: int) -> int:
-    """SAGEMAKER_MODEL_SERVER_WORKERS: TorchServe workers, or Ray Serve replicas."""
+def model_server_workers(env: Mapping[str, str] = os.environ) -> int:
+    """SAGEMAKER_MODEL_SERVER_WORKERS: TorchServe workers, or Ray Serve replicas; by default TorchServe's own count,
+    one per GPU, else one per core."""
+    default = torch.cuda.device_count() if torch.cuda.is_available() else os.cpu_count() or 1
     return _integer(env, "SAGEMAKER_MODEL_SERVER_WORKERS", default, 1)
 
 
 def default_num_threads(env: Mapping[str, str] = os.environ) -> int:
     """Torch threads per worker: the cores shared out among the model server's workers."""
     cores = os.cpu_count() or 1
-    workers = model_server_workers(env, cores)
-    return _integer(env, "EFFICIENTDET_NUM_THREADS", max(1, cores // workers), 1)
+    return _integer(env, "EFFICIENTDET_NUM_THREADS", max(1, cores // model_server_workers(env)), 1)
 
 
 def default_parallel_batches(num_threads: int) -> int:

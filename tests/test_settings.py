@@ -53,6 +53,18 @@ def test_cpu_bfloat16_is_refused_at_start_up_on_a_cpu_without_it(tmp_path, monke
     assert not load_settings(tmp_path, {}).cpu_bfloat16
 
 
+def test_workers_and_their_threads_default_to_torchserves_count(monkeypatch):
+    """The machine is faked: 8 cores, and 4 GPUs or none. TorchServe starts a worker per GPU, else per core."""
+    monkeypatch.setattr(settings_module.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(settings_module.torch.cuda, "is_available", lambda: False)
+    assert (settings_module.model_server_workers({}), settings_module.default_num_threads({})) == (8, 1)
+    monkeypatch.setattr(settings_module.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(settings_module.torch.cuda, "device_count", lambda: 4)
+    assert (settings_module.model_server_workers({}), settings_module.default_num_threads({})) == (4, 2)
+    assert settings_module.default_num_threads({"SAGEMAKER_MODEL_SERVER_WORKERS": "1"}) == 8
+    assert settings_module.default_num_threads({"EFFICIENTDET_NUM_THREADS": "3"}) == 3
+
+
 def test_model_dir_config_for_custom_models(tmp_path):
     (tmp_path / "efficientdet.json").write_text(json.dumps(
         {"compound_coef": 2, "labels": ["face"], "anchor_scales": [1.0, 1.5], "anchor_ratios": [[1.0, 1.0]]}))
