@@ -154,6 +154,12 @@ def test_cuda_graphs_give_the_eager_network_outputs(reference, coffee, half):
 
 
 @needs_cuda
+def test_float32_on_a_gpu_convolves_in_float32_not_tf32(reference):
+    Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0, device="cuda")
+    assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.allow_tf32
+
+
+@needs_cuda
 def test_each_worker_loads_on_its_own_gpu(reference_model_dir):
     last = torch.cuda.device_count() - 1
     handler = Toolkit(reference_model_dir, gpu_id=last)
