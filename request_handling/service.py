@@ -103,6 +103,8 @@ class DetectionService:
             raise FileNotFoundError(f"checkpoint {checkpoint} not found (EFFICIENTDET_WEIGHTS); .pth files present: {present}")
         torch.set_num_threads(settings.num_threads)
         device = serving_device(gpu_id)
+        if gpu_id is not None and device != "cpu":
+            torch.cuda.set_device(device)  # the worker's own GPU current on its thread, as TorchServe's handlers do
         detector = Detector.from_checkpoint(
             checkpoint, settings.compound_coef, device=device, half=settings.use_float16,
             bfloat16=settings.cpu_bfloat16 and device == "cpu",
