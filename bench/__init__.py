@@ -35,10 +35,14 @@ def cpu_machine() -> str:
     return f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
-def write_report(results: dict, table: str, path: str) -> None:
-    """A benchmark's results as JSON at `path`, and its table on stdout."""
+def write_json(results: dict, path: str) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(results, indent=2))
+
+
+def write_report(results: dict, table: str, path: str) -> None:
+    """A benchmark's results as JSON at `path`, and its table on stdout."""
+    write_json(results, path)
     print(table)
     print(f"\n(JSON: {path})")
 

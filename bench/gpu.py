@@ -36,7 +36,7 @@ from deploy.model_dir import assemble_model_dir
 from efficientdet import Detection, Detector, get_config
 from request_handling.images import decode_image, decode_jpegs_on_device, jpeg_for_device
 
-from . import cpu_name, environment, write_report
+from . import cpu_name, environment, write_json, write_report
 from .latency import bench_model
 from .samples import (
     FOUND_IOU,
@@ -182,10 +182,10 @@ def bench_float16_fidelity(checkpoint: str | None, device: torch.device) -> dict
     the reference implementation), per image: how many of one's detections the other finds again at IoU ≥ 0.95 and
     score ±0.01 (up to 1 000 per image, score ≥ 0.2); and float32 with cuDNN's TF32 on (torch's default, not ours)
     against the CPU's. On CPU there is no float16 nor TF32: every row runs float32."""
-    detectors = {"CPU float32": Detector(bench_model(0, checkpoint), cuda_graphs=False),
-                 "float32": Detector(bench_model(0, checkpoint), device=device, cuda_graphs=False),
-                 "float16": Detector(bench_model(0, checkpoint), device=device, half=device.type == "cuda",
-                                     cuda_graphs=False)}
+    model = bench_model(0, checkpoint)  # each Detector folds its own copy
+    detectors = {"CPU float32": Detector(model, cuda_graphs=False),
+                 "float32": Detector(model, device=device, cuda_graphs=False),
+                 "float16": Detector(model, device=device, half=device.type == "cuda", cuda_graphs=False)}
     images = fidelity_images(np.asarray(Image.open(SAMPLE).convert("RGB")))
     reference = reference_detections()
     if reference:
@@ -244,9 +244,7 @@ def run(args: argparse.Namespace) -> dict:
                         results["float16_fidelity"] = bench_float16_fidelity(args.checkpoint, device)
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
-                    # what is measured so far, in case the run is stopped (a device call has a time limit)
-                    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-                    Path(args.json).write_text(json.dumps(results, indent=2))
+                    write_json(results, args.json)  # what is measured so far, should the run be stopped
     return results
 
 
