@@ -6,15 +6,13 @@ STAMP := $(VENV)/.installed-dev
 COEF ?= 0
 PORT ?= 8080
 
-# The production tier: the handler, model and archive tests on the AWS PyTorch inference DLC 2.6's
+# Each test module names its tiers by marker (tests/conftest.py); a tier is a marker expression.
+# The production tier: the unit tests and the handler, model and archive tests on the AWS PyTorch inference DLC 2.6's
 # versions (Python 3.12, torch 2.6; requirements/dlc-2.6.txt) in a venv of their own.
 PYTHON_PRODUCTION ?= $(firstword $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.12.*/bin/python3) \
 	$(shell command -v python3.12))
 PROD_VENV := .venv-dlc26
 PROD_STAMP := $(PROD_VENV)/.installed
-PRODUCTION_TESTS := tests/test_request_parsing.py tests/test_postprocess.py tests/test_formats.py tests/test_settings.py tests/test_efficientdet.py \
-	tests/test_handler.py tests/test_deadline.py tests/test_archive_code.py tests/test_device_pipeline.py tests/test_video.py
-UNIT_TESTS := tests/test_request_parsing.py tests/test_postprocess.py tests/test_formats.py tests/test_settings.py tests/test_matching.py tests/test_layers.py tests/test_pipeline.py
 # The Ray tier: the unit tier and the HTTP contract suite against Ray Serve, on the Ray Serve DLC's versions
 # (Python 3.13, Ray 2.57, torch 2.10; requirements/ray-dlc.txt) in a venv of their own.
 PYTHON_RAY ?= $(firstword $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.13.*/bin/python3) \
@@ -71,13 +69,13 @@ test-dev: venv java ffmpeg
 	$(PY) -m pytest
 
 test-production: $(PROD_STAMP) ffmpeg
-	$(PROD_VENV)/bin/python -m pytest -p no:cacheprovider $(PRODUCTION_TESTS)
+	$(PROD_VENV)/bin/python -m pytest -p no:cacheprovider -m "unit or production"
 
 test-ray: $(RAY_STAMP) ffmpeg
-	$(RAY_VENV)/bin/python -m pytest -p no:cacheprovider $(UNIT_TESTS) tests/test_serve_e2e.py -k "not torchserve"
+	$(RAY_VENV)/bin/python -m pytest -p no:cacheprovider -m "unit or ray" -k "not torchserve"
 
 test-unit: venv
-	$(PY) -m pytest $(UNIT_TESTS)
+	$(PY) -m pytest -m unit
 
 serve: venv java
 	$(PY) -m $(SERVE_MODULE) --coef $(COEF) --port $(PORT) $(if $(MODEL),--model $(MODEL))
@@ -94,7 +92,7 @@ bench: venv java ffmpeg
 load: venv java
 	$(PY) -m bench.load
 
-# what a lent GPU machine lacks for bench/gpu-check.sh, from the production venv (Python 3.12 like that machine)
+# what a GPU machine without a package index lacks for bench/gpu-check.sh, from the production venv (Python 3.12)
 gpu-carry: $(PROD_STAMP)
 	PROD_VENV=$(PROD_VENV) bash bench/gpu-carry.sh
 

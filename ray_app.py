@@ -9,6 +9,7 @@ in the archive's code/, so the model dir is its parent's parent.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -19,14 +20,13 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
 
+from request_handling import contract
 from request_handling.attributes import HEADER as CUSTOM_ATTRIBUTES
-from request_handling.attributes import parse_custom_attributes, with_attributes
-from request_handling.bodies import SAMPLING_FIELDS, ImageRequest, parse_request
-from request_handling.errors import ERROR_MEDIA_TYPE, error_body, failure, too_large
-from request_handling.responses import negotiate, respond
-from request_handling.service import DetectionService, Prediction
+from request_handling.bodies import EntryRequest
+from request_handling.media import may_be_clip
+from request_handling.results import Prediction
+from request_handling.service import DetectionService
 from request_handling.settings import load_settings, model_server_workers
-from request_handling.video import SIGNATURE_BYTES, is_video
 
 MODEL_DIR = Path(__file__).resolve().parent.parent
 log = logging.getLogger("efficientdet.serving")
@@ -40,8 +40,8 @@ class EfficientDetDeployment:
         log_to_stderr()
         model_dir = model_dir or str(MODEL_DIR)
         self.settings = load_settings(model_dir, replica_environment())
-        # One thread loads, warms up and runs every forward pass: its OpenMP threads stay ready (measured
-        # on CPU: a pass on the thread that warmed the model up is 1.4× faster than on another thread).
+        # One thread loads, warms up and runs every forward pass: its OpenMP threads stay ready (on CPU a pass on
+        # another thread than the one that warmed the model up is slower; docs/benchmarks.md).
         self.detect_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect")
         self.service = self.detect_thread.submit(DetectionService.load, model_dir, self.settings).result()
         self.detect_batch.set_max_batch_size(self.settings.request_batch_size)
@@ -49,50 +49,38 @@ class EfficientDetDeployment:
 
     async def __call__(self, request: Request) -> Response:
         try:
-            response_type = negotiate(request.headers.get("accept"))
-            body = await request.body()
-            if len(body) > self.settings.max_request_bytes:
-                raise too_large(f"request body is {len(body)} bytes; the limit is TS_MAX_REQUEST_SIZE="
-                                f"{self.settings.max_request_bytes}")
-            requests, several = parse_request(body, request.headers.get("content-type"),
-                                              self.settings.max_images_per_request)
-            requests = with_attributes(requests, parse_custom_attributes(request.headers.get(CUSTOM_ATTRIBUTES)))
-            self.service.check_response_size(requests)
-            if several or may_be_video(requests[0]):
+            http = contract.HttpRequest(await request.body(), request.headers.get("content-type"),
+                                        request.headers.get("accept"), request.headers.get(CUSTOM_ATTRIBUTES))
+            accepted = contract.accept(http, self.service)
+            if accepted.several or may_be_clip(accepted.entries[0]):
                 # its S3 reads (or a clip's many frames) may take long: not on the detect thread, which the merged
                 # batches need
-                prediction = await asyncio.to_thread(self.service.predict, requests, several)
+                prediction = await asyncio.to_thread(self.service.predict, accepted.entries,
+                                                     several=accepted.several)
             else:
-                prediction = await self.detect_batch(requests[0])
-            return Response(respond(prediction, response_type), media_type=response_type.media_type)
+                prediction = await self.detect_batch(accepted.entries[0])
+            answer = contract.answered(prediction, accepted)
         except Exception as error:  # noqa: BLE001 - answered like the TorchServe image: one line, logged
-            answer = failure(error)
-            return Response(error_body(answer), status_code=answer.status_code, media_type=ERROR_MEDIA_TYPE)
+            answer = contract.failed(error)
+        return Response(answer.body, status_code=answer.status, media_type=answer.media_type)
 
     async def _on_detect_thread(self, function, *args):
         return await asyncio.get_running_loop().run_in_executor(self.detect_thread, function, *args)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
-    async def detect_batch(self, requests: list[ImageRequest]) -> list[Prediction]:
+    async def detect_batch(self, requests: list[EntryRequest]) -> list[Prediction]:
         """Single-image requests of different clients, detected in one forward pass; each gets its own
         outcome (and so its own status): a bad image never fails its neighbours."""
-        merged = await self._on_detect_thread(self.service.predict, requests, True, len(requests))
+        merged = await self._on_detect_thread(functools.partial(self.service.predict, requests, several=True,
+                                                                images_per_pass=len(requests)))
         log.info("request batch: images=%d forward_passes=%d", len(requests), merged.batches)
-        return [Prediction([result], False, merged.model, merged.untrained, dict(merged.timings), merged.batches)
-                for result in merged.results]
-
-
-def may_be_video(request: ImageRequest) -> bool:
-    """A clip sent inline, or an entry with sampling options: not merged with other clients' single images (an
-    S3 clip without them is told only once fetched, and is then detected in the merged batch, correctly)."""
-    if request.image_bytes is not None:
-        return is_video(request.image_bytes[:SIGNATURE_BYTES])
-    return any(getattr(request, name) is not None for name in SAMPLING_FIELDS)
+        return [Prediction([result], several=False, model=merged.model, untrained=merged.untrained,
+                           timings=dict(merged.timings), batches=merged.batches) for result in merged.results]
 
 
 def replicas() -> int:
     """SAGEMAKER_MODEL_SERVER_WORKERS, as on the TorchServe image; by default one replica per GPU, else one per core
-    (measured on 2 cores: two 1-thread replicas answer 1.3× the images/s of one 2-thread replica)."""
+    (one-thread replicas answer more images/s than one replica with every thread; docs/benchmarks.md)."""
     return model_server_workers(os.environ)
 
 

@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
-# Here, before a GPU run (`make gpu-carry`): build/gpu-carry/, what bench/gpu-check.sh needs that the lent GPU
-# machine's image lacks. That image has Python 3.12, torch, torchvision, numpy, Pillow, OpenCV, pytest, psutil,
-# scipy (/work/.library/device/KINDS.md), and nothing can be installed there from a registry. So this copies from
-# the production venv (Python 3.12, the DLC 2.6's versions):
+# `make gpu-carry`: build/gpu-carry/, what bench/gpu-check.sh needs on a GPU machine beyond Python 3.12 with torch,
+# torchvision, numpy, Pillow, OpenCV, pytest, psutil and scipy, for a machine that has no package index to install it
+# from. It copies from the production venv (Python 3.12, the DLC 2.6's versions):
 # - site/: boto3 and botocore (its service data for S3 and STS only), the sagemaker-inference toolkits and
 #   TorchServe's Python package without its Java frontend (the tests call the toolkit in-process);
 # - weed.xz: SeaweedFS's binary, for the one device test that reads its images from S3;
 # - reference/: the fixtures the tests and the fidelity check compare with (../shared does not travel).
-# Altogether about 55 MB of the 64 MiB a device call carries.
+# Altogether about 55 MB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${PROD_VENV:-.venv-dlc26}

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# There, on a lent GPU machine: the CUDA tests, then `python -m bench.gpu`, each log and the JSON under $OUT.
-# Prepare here with `make gpu-carry`, then one device call:
-#   run(command="bash bench/gpu-check.sh", carry=["build/gpu-carry"], timeout_s=600)
-# Arguments go to bench.gpu (e.g. `--coefs 0` for a shorter run). Exit status: 0 when the tests and the benchmark
-# both passed.
+# On a GPU machine: the CUDA tests, then `python -m bench.gpu`, each log and the JSON under $OUT (default
+# build/gpu-check). It needs Python 3.12 with torch, torchvision, numpy, Pillow, OpenCV and pytest, and what
+# `make gpu-carry` puts in build/gpu-carry/ (for a machine with no package index, copy the tree with that folder).
+# One command there: `bash bench/gpu-check.sh`. Arguments go to bench.gpu (e.g. `--coefs 0` for a shorter run).
+# Exit status: 0 when the tests and the benchmark both passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-build/gpu-check}

@@ -4,7 +4,7 @@ Needs torch, torchvision, numpy, Pillow and OpenCV, plus the sagemaker-inference
 four functions (a pure-Python wheel) — no Java, TorchServe or S3. Per model configuration (coefficient ×
 float16/float32 × CUDA graphs on/off) it times:
 (a) cold start (model_fn: load, warm-up, graph capture) and the realtime path, a 1080p JPEG body → JSON
-    through input_fn, predict_fn and output_fn, p50/p95;
+    through model_fn and transform_fn, p50/p95;
 (b) 1080p JPEG bytes → detections per batch size: decode (batched, on the device), letterbox, network,
     post-processing, each stage timed to its end on the device, and images/s end to end;
 (c) peak GPU memory;
@@ -87,8 +87,7 @@ def bench_realtime(model_dir: Path, half: bool, graphs: bool, batch_sizes: list[
         cold = time.perf_counter() - start
 
     def request() -> str:
-        prediction = inference.predict_fn(inference.input_fn(body, "image/jpeg"), service)
-        return inference.output_fn(prediction, "application/json")[0]
+        return inference.transform_fn(service, body, "image/jpeg", "application/json")[0]
 
     samples = timed(request, rounds, warm_up=3)
     return {"cold_start_s": cold, "realtime": p50_p95_ms(samples), "service": service}

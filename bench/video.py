@@ -12,7 +12,7 @@ import tracemalloc
 from pathlib import Path
 
 from efficientdet import Detector
-from request_handling.bodies import ImageRequest
+from request_handling.bodies import EntryRequest
 from request_handling.service import DetectionService
 from request_handling.settings import Settings
 
@@ -38,7 +38,7 @@ def bench_video(detector: Detector, seconds: int, rounds: int) -> dict | None:
     with tempfile.TemporaryDirectory() as folder:
         data = encoded_clip(Path(folder), seconds).read_bytes()
     service = DetectionService(detector, Settings(batch_size=1, request_timeout=600))
-    request = ImageRequest(image_bytes=data, sample_fps=1.0)
+    request = EntryRequest(inline=data, sample_fps=1.0)
     runs = []
     for _ in range(rounds):
         start = time.perf_counter()
@@ -93,7 +93,7 @@ def bench_large_clip(detector: Detector, gigabytes: float) -> dict | None:
                                                               max_video_frames=10_000))
                 tracemalloc.start()
                 start = time.perf_counter()
-                prediction = service.predict([ImageRequest("bench-videos", "large.mp4", sample_fps=1.0)], several=False)
+                prediction = service.predict([EntryRequest("bench-videos", "large.mp4", sample_fps=1.0)], several=False)
                 elapsed = time.perf_counter() - start
                 peak = tracemalloc.get_traced_memory()[1]
                 tracemalloc.stop()

@@ -24,11 +24,11 @@ from tqdm import tqdm
 from deploy.model_dir import local_checkpoint
 from detect.draw import draw_detections
 from efficientdet.untrained import write_untrained_checkpoint
-from request_handling.bodies import ImageRequest, option_fields
+from request_handling.bodies import EntryRequest, option_fields
 from request_handling.errors import RequestError
 from request_handling.formats import entry as result_entry
 from request_handling.images import decode_image
-from request_handling.pipeline import ImageFailure, VideoResult
+from request_handling.results import ClipResult, EntryFailure
 from request_handling.service import DetectionService
 from request_handling.settings import ConfigurationError, load_settings
 from request_handling.video import Video
@@ -77,12 +77,12 @@ def load_service(args) -> DetectionService:
     return DetectionService.load(weights.parent, settings)
 
 
-def draw(service: DetectionService, request: ImageRequest, entry: dict, out: Path) -> None:
+def draw(service: DetectionService, request: EntryRequest, entry: dict, out: Path) -> None:
     """The image at full size with its boxes as `out`; a video's sampled frames with theirs in the folder `out`
     (read again: drawing is for looking, not for speed)."""
     settings = service.settings
     try:
-        media = service.media(request)
+        media = service.media.fetch(request, request.source or "request body")
         if isinstance(media, Path):
             frames = {(f["frame"], f["time"]): f for f in entry["frames"] if "detections" in f}
             for sampled in Video(media, request.source or "video").frames(service.resolve(0, request).sampling):
@@ -108,7 +108,7 @@ def sampling_options(args) -> dict[str, object]:
 
 def progress_units(result) -> int:
     """What the progress bar counts: an image is one, a video its sampled frames."""
-    return len(result.frames) if isinstance(result, VideoResult) else 1
+    return len(result.frames) if isinstance(result, ClipResult) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     skip = done_sources(Path(args.out)) if args.resume else set()
     try:
         requests = [dataclasses.replace(r, **sampling) if r.error is None else r
-                    for r in expand(args.inputs, service.s3, service.check_allowed) if r.source not in skip]
+                    for r in expand(args.inputs, service.media.s3, service.check_allowed) if r.source not in skip]
     except RequestError as error:
         print(f"error: {error.message}", file=sys.stderr)
         return 2
@@ -162,16 +162,16 @@ def main(argv: list[str] | None = None) -> int:
                 entry = result_entry(result, prediction.model)
                 out.write(json.dumps(entry) + "\n")
                 progress.update(progress_units(result))
-                if isinstance(result, ImageFailure):
+                if isinstance(result, EntryFailure):
                     counts["images"] += 1
                     counts["failures"] += 1
                     continue
-                if isinstance(result, VideoResult):
+                if isinstance(result, ClipResult):
                     counts["videos"] += 1
                     counts["frames"] += len(result.frames)
                     found = [f.outcome for f in result.frames]
-                    counts["failures"] += sum(isinstance(o, ImageFailure) for o in found) + (result.error is not None)
-                    counts["detections"] += sum(len(o.detections) for o in found if not isinstance(o, ImageFailure))
+                    counts["failures"] += sum(isinstance(o, EntryFailure) for o in found) + (result.error is not None)
+                    counts["detections"] += sum(len(o.detections) for o in found if not isinstance(o, EntryFailure))
                 else:
                     counts["images"] += 1
                     counts["detections"] += len(result.detections)

@@ -38,10 +38,8 @@ def channel_means(x: torch.Tensor) -> torch.Tensor:
     """(N, C) float32 means of a float32 (N, C, H, W) map: torch's reduction, which sums in a tree (error growing with
     log(H·W)).
 
-    The means were once a matrix product with a row of 1 / (H·W), which sums the pixels one after another: over a
-    256×256 map whose last third is constant letterbox padding, 4e-4 of the mean off (against 1e-7), enough to move
-    the fast path's scores 6e-5 from the plain path's on an AVX2 Zen 3 and 8e-5 on an AVX-512 Zen 5. The reduction is
-    faster too.
+    Not a matrix product with a row of 1 / (H·W): that sums the pixels one after another, and over a map whose last
+    third is constant letterbox padding its error is large enough to break the fast path's equivalence rule.
     """
     return x.mean((2, 3), dtype=torch.float32)
 
@@ -65,13 +63,11 @@ def band_means(x: torch.Tensor, bands: int) -> torch.Tensor:
 class ChannelGate(nn.Module):
     """Squeeze-and-excitation's gate alone, (N, C) in the input's dtype: sigmoid(expand(silu(reduce(channel
     means)))), on matrix products in float32 whatever the network's dtype (for vectors this short, MKL's float32
-    product is a quarter of the time of oneDNN's bfloat16 call), the sigmoid writing the input's dtype.
+    product costs less than oneDNN's bfloat16 call), the sigmoid writing the input's dtype.
 
-    bfloat16 maps are averaged over row bands (`band_means`), and the mean across the bands is part of the reduce
-    product: its matrix, divided by the band count, repeated once per band. Over D0's sixteen maps, each read right
-    after the depthwise convolution has written it (2 threads, an AMX Xeon): two bands per thread 2.0 ms, one band
-    2.5 ms; torch's mean asked for float32 took 4.1 ms, and a matrix product with a row of ones 3.3 ms, against one
-    band's 2.1 ms then. Averaging the bands in a reduction of their own cost 60–120 µs a block (four values a channel).
+    bfloat16 maps are averaged over row bands (`band_means`, read while the depthwise convolution's output is still in
+    cache), and the mean across the bands is part of the reduce product: its matrix, divided by the band count,
+    repeated once per band, so the bands need no reduction of their own. docs/benchmarks.md has the measurements.
     """
 
     def __init__(self, reduce: nn.Conv2d, expand: nn.Conv2d) -> None:

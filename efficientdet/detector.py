@@ -105,8 +105,7 @@ class Detector:
         model's device. On CPU in float32, arrays are letterboxed by OpenCV (the reference's own resize, whose canvas
         the equivalence tests were established on); on a GPU, in bfloat16 and for tensors, the uint8 pixels go to
         the device and are letterboxed there by torch, with the same rule (within 2e-4 of OpenCV's canvas: far below
-        bfloat16's rounding, which this writes straight into instead of converting a float32 canvas: 2.2 against
-        2.9 ms for a 1080p frame on an AMX Xeon)."""
+        bfloat16's rounding, which this writes straight into instead of converting a float32 canvas)."""
         if self.dtype == torch.float32 and self.device.type == "cpu" and all(isinstance(image, np.ndarray)
                                                                              for image in images):
             size = self.input_size

@@ -109,7 +109,7 @@ def merged_separable(first: SeparableConvBlock, second: SeparableConvBlock) -> S
 
 class MergedPredictionHeads(nn.Module):
     """The box and class heads of an inference model run as one over twice the channels: each level convolution of
-    both is one grouped kernel (half the calls, where each oneDNN call costs ~25 µs whatever its size). The headers'
+    both is one grouped kernel (half the calls, where each oneDNN call has a fixed cost whatever its size). The headers'
     pointwise convolutions, shared by all levels, run once per head over every level's pixels, in anchor order, so
     each head's outputs come out of one product with its bias added inside (fused: a oneDNN linear), not one product
     a level whose bias is first written into the output and read back."""

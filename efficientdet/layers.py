@@ -69,12 +69,10 @@ def bias_or_zeros(conv: nn.Conv2d) -> nn.Parameter:
 
 
 # A 1×1 convolution with at most this many multiply-adds runs as one matrix product: oneDNN's fixed cost per
-# call (~30 µs on the bench machine) outweighs its speed on small pyramid levels, and the crossover
-# measured there lies between 7 and 13 M multiply-adds.
+# call outweighs its speed on small pyramid levels (the crossover: docs/benchmarks.md).
 SMALL_POINTWISE_MACS = 8 * 2**20
-# In a bfloat16 network the matrix product runs in float32 (see OneDNNConv2d): thresholds from 0 to 8 M timed the same
-# there within the noise (37.7–38.0 ms, D0 on an AMX Xeon); the lower one leaves the larger products on oneDNN's
-# bfloat16 kernels, whose speed grows with their size.
+# In a bfloat16 network the matrix product runs in float32 (see OneDNNConv2d), so the threshold is lower: it leaves
+# the larger products on oneDNN's bfloat16 kernels, whose speed grows with their size.
 SMALL_BFLOAT16_POINTWISE_MACS = 1 * 2**20
 
 
@@ -157,9 +155,8 @@ class GatedPointwiseConv(nn.Module):
     the gate scales the weights instead, and the convolution is one oneDNN linear per image over the channels-last
     pixels, with the bias and a residual, when given, added inside it (one rounding in bfloat16).
 
-    A batched product (`baddbmm`) first writes the bias or the residual into its output and reads it back (3.7 % of
-    the bfloat16 network, D0 on an AMX Xeon); and it is MKL's, whose float32 products take twice oneDNN's on an AMD
-    EPYC Zen 5 (MKL picks its kernels by CPU vendor): 20 % of the float32 network there.
+    Not a batched product (`baddbmm`): that first writes the bias or the residual into its output and reads it
+    back, and it is MKL's, which picks its kernels by CPU vendor (slow on AMD CPUs; docs/benchmarks.md).
     """
 
     def __init__(self, conv: nn.Conv2d) -> None:

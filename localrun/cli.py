@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import signal
+from pathlib import Path
 
 
 def server_arguments(description: str, argv: list[str] | None = None) -> argparse.Namespace:
@@ -14,6 +15,8 @@ def server_arguments(description: str, argv: list[str] | None = None) -> argpars
     parser.add_argument("--coef", type=int, choices=range(9), default=int(os.environ.get("EFFICIENTDET_COMPOUND_COEF", 0)))
     parser.add_argument("--weights", help="checkpoint to put in the assembled model dir")
     parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--log-dir", type=Path, help="where Ray Serve's logs go (serve.log, and Ray's own under ray/; "
+                        "keep it short: Ray's socket paths live there); default: new folders under /tmp")
     return parser.parse_args(argv)
 
 

@@ -50,11 +50,12 @@ class RayServer:
     """Ray Serve over a prepared model dir, with the SageMaker adapter in front; one per machine."""
 
     def __init__(self, model: str | None = None, coef: int = 0, port: int = 8080, weights: str | None = None,
-                 env: dict[str, str] | None = None, log_path: str | Path | None = None) -> None:
+                 env: dict[str, str] | None = None, log_path: str | Path | None = None,
+                 ray_dir: Path | None = None) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="efficientdet-ray-"))
         self.model_dir = prepare_model_dir(self.workdir, model, coef, weights)
         self.port = port
-        self.ray_dir = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's socket paths
+        self.ray_dir = ray_dir or Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's socket paths
         bin_dir = Path(sys.executable).parent
         self.env = dict(os.environ, PYTHONPATH=f"{self.model_dir}:{self.model_dir / 'code'}",
                         PATH=os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")]),
@@ -149,8 +150,10 @@ class RayServer:
 def main(argv: list[str] | None = None) -> int:
     args = server_arguments(__doc__.splitlines()[0], argv)
     serving_from_a_terminal()
-    server = RayServer(args.model, args.coef, args.port, args.weights, log_path=Path(tempfile.gettempdir())
-                       / "efficientdet-ray-serve.log")
+    logs = args.log_dir
+    server = RayServer(args.model, args.coef, args.port, args.weights,
+                       log_path=logs / "serve.log" if logs else Path(tempfile.gettempdir()) / "efficientdet-ray-serve.log",
+                       ray_dir=logs / "ray" if logs else None)
     try:
         server.start()
         log.info("ready on http://127.0.0.1:%d after %.1f s (Ray Serve; log %s, replica logs under %s); Ctrl-C stops",

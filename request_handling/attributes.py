@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from .bodies import ImageRequest, option_fields
+from .bodies import EntryRequest, option_fields
 from .errors import bad_request
 
 HEADER = "X-Amzn-SageMaker-Custom-Attributes"
@@ -46,7 +46,7 @@ def parse_custom_attributes(header: str | None) -> dict[str, object]:
     return option_fields(given, f"{HEADER}: ")
 
 
-def with_attributes(requests: list[ImageRequest], options: dict[str, object]) -> list[ImageRequest]:
+def with_attributes(requests: list[EntryRequest], options: dict[str, object]) -> list[EntryRequest]:
     """The requests with the header's options wherever a body did not set them itself (a JSON body's own
     fields win); entries that are already errors stay as they are."""
     if not options:

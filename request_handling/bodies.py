@@ -6,6 +6,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import RequestError, bad_request, too_large
 
@@ -35,13 +36,13 @@ MAX_DETECTIONS_LIMIT = 10_000
 
 
 @dataclass(frozen=True)
-class ImageRequest:
+class EntryRequest:
     """One entry to detect in, an image or a video (told apart by its bytes): an S3 object or bytes sent inline,
     with its options."""
 
     bucket: str | None = None
     key: str | None = None
-    image_bytes: bytes | None = None
+    inline: bytes | None = None
     pred_threshold: float | None = None
     iou_threshold: float | None = None
     max_detections: int | None = None
@@ -58,6 +59,13 @@ class ImageRequest:
     @property
     def source(self) -> str | None:
         return f"s3://{self.bucket}/{self.key}" if self.bucket is not None else self.origin
+
+
+class ParsedBody(NamedTuple):
+    """A body's entries in order, and whether it listed several (then the answer is a list, whatever is left)."""
+
+    entries: list[EntryRequest]
+    several: bool
 
 
 def media_type(content_type: str | None) -> str:
@@ -176,8 +184,8 @@ def option_fields(item: dict, where: str = "") -> dict[str, object]:
     return {name: OPTION_CHECKS[name](value, name, where) for name, value in item.items()}
 
 
-def parse_object(item: object) -> ImageRequest:
-    """One JSON request object → ImageRequest, or RequestError(400) naming the problem."""
+def parse_object(item: object) -> EntryRequest:
+    """One JSON request object → EntryRequest, or RequestError(400) naming the problem."""
     if not isinstance(item, dict):
         raise bad_request(f"each request must be a JSON object, got {type(item).__name__}")
     unknown = sorted(set(item) - FIELDS)
@@ -191,7 +199,7 @@ def parse_object(item: object) -> ImageRequest:
         bucket, key = parse_s3_location(item["s3_uri"])
     else:
         bucket, key = validate_location(item.get("bucket"), item.get("key"))
-    return ImageRequest(bucket=bucket, key=key,
+    return EntryRequest(bucket=bucket, key=key,
                         **option_fields({name: item[name] for name in OPTION_FIELDS if name in item}))
 
 
@@ -219,24 +227,24 @@ def _reject_constant(name: str) -> float:
     raise bad_request(f"{name} is not a valid JSON number")
 
 
-def _several(entries: list, parse) -> list[ImageRequest]:
+def _several(entries: list, parse) -> list[EntryRequest]:
     """Several images: a bad entry is kept in its place as an error, unless every entry is bad."""
     requests = []
     for entry in entries:
         try:
             requests.append(parse(entry))
         except RequestError as error:
-            requests.append(ImageRequest(error=error))
+            requests.append(EntryRequest(error=error))
     if all(r.error for r in requests):
         raise requests[0].error
     return requests
 
 
-def _location(line: str) -> ImageRequest:
-    return ImageRequest(*parse_s3_location(line))
+def _location(line: str) -> EntryRequest:
+    return EntryRequest(*parse_s3_location(line))
 
 
-def _json_line(number_and_line: tuple[int, str]) -> ImageRequest:
+def _json_line(number_and_line: tuple[int, str]) -> EntryRequest:
     number, line = number_and_line
     return parse_object(_load_json(line, f"line {number}"))
 
@@ -248,9 +256,8 @@ def _check_count(count: int, max_images: int) -> None:
         raise too_large(f"{count} images in one request; at most {max_images} are allowed")
 
 
-def parse_request(body: str | bytes | bytearray, content_type: str | None,
-                  max_images: int = 1000) -> tuple[list[ImageRequest], bool]:
-    """(image requests in order, whether the body listed several) for a request body.
+def parse_request(body: str | bytes | bytearray, content_type: str | None, max_images: int = 1000) -> ParsedBody:
+    """A request body's entries, and whether it listed several.
 
     A body that lists one image raises its error; in a body that lists several, a bad entry
     becomes an error in its place.
@@ -259,7 +266,7 @@ def parse_request(body: str | bytes | bytearray, content_type: str | None,
     if kind in IMAGE_TYPES or kind in VIDEO_TYPES:
         if not body:
             raise bad_request(f"request body is empty: expected {'video' if kind in VIDEO_TYPES else 'image'} bytes")
-        return [ImageRequest(image_bytes=bytes(body))], False
+        return ParsedBody([EntryRequest(inline=bytes(body))], several=False)
     if kind not in (CSV, JSON, *JSON_LINES):
         raise RequestError(415, f"unsupported content type {(content_type or '')[:60]!r}; use {CSV}, {JSON}, "
                                 f"{JSON_LINES[0]}, an image type ({', '.join(IMAGE_TYPES)}) or a video type "
@@ -270,13 +277,13 @@ def parse_request(body: str | bytes | bytearray, content_type: str | None,
     if kind == JSON:
         parsed = _load_json(text, "request body")
         if not isinstance(parsed, list):
-            return [parse_object(parsed)], False
+            return ParsedBody([parse_object(parsed)], several=False)
         _check_count(len(parsed), max_images)
-        return _several(parsed, parse_object), True
+        return ParsedBody(_several(parsed, parse_object), several=True)
     lines = [line.strip() for line in LINE_BREAK.split(text) if line.strip()]
     _check_count(len(lines), max_images)
     parse = _location if kind == CSV else _json_line
     entries = lines if kind == CSV else list(enumerate(lines, 1))
     if len(entries) == 1:
-        return [parse(entries[0])], False
-    return _several(entries, parse), True
+        return ParsedBody([parse(entries[0])], several=False)
+    return ParsedBody(_several(entries, parse), several=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .pipeline import FrameResult, ImageFailure, ImageResult, Outcome, VideoResult
+from .results import ClipResult, EntryFailure, FrameResult, ImageResult, Outcome
 
 OURS, SAGEMAKER_OBJECT_DETECTION, REKOGNITION = "efficientdet", "sagemaker-object-detection", "rekognition"
 
@@ -48,7 +48,7 @@ ENTRY_BUILDERS: dict[str, Callable[[ImageResult, str], dict]] = {
 }
 
 
-def video_entry(result: VideoResult, model: str, response_format: str) -> dict:
+def video_entry(result: ClipResult, model: str, response_format: str) -> dict:
     """A video's entry: what the clip is, then each sampled frame's index, time and entry (detections in the
     format's own shape, without the image fields the video already gives); Rekognition's GetLabelDetection shape
     for `rekognition`."""
@@ -69,20 +69,20 @@ IMAGE_FIELDS = ("source", "width", "height", "model", "pred_threshold", "iou_thr
 
 def frame_entry(frame: FrameResult, model: str, response_format: str) -> dict:
     head = {"frame": frame.index, "time": frame.time}
-    if isinstance(frame.outcome, ImageFailure):
+    if isinstance(frame.outcome, EntryFailure):
         return {**head, "error": frame.outcome.error.as_dict()}
     built = ENTRY_BUILDERS[response_format](frame.outcome, model)
     return {**head, **{key: value for key, value in built.items() if key not in IMAGE_FIELDS}}
 
 
-def rekognition_video_entry(result: VideoResult, model: str) -> dict:
+def rekognition_video_entry(result: ClipResult, model: str) -> dict:
     """GetLabelDetection-like: `Labels` as {Timestamp (ms), Label {Name, Confidence, Instances …}} per label and
     frame, `VideoMetadata` with codec, duration, frame rate and size."""
     info = result.info
     labels, errors = [], []
     for frame in result.frames:
         timestamp = round(frame.time * 1000)
-        if isinstance(frame.outcome, ImageFailure):
+        if isinstance(frame.outcome, EntryFailure):
             errors.append({"Timestamp": timestamp, "frame": frame.index, "error": frame.outcome.error.as_dict()})
             continue
         labels += [{"Timestamp": timestamp, "Label": label} for label in rekognition_entry(frame.outcome, model)["Labels"]]
@@ -100,8 +100,8 @@ def rekognition_video_entry(result: VideoResult, model: str) -> dict:
 
 def entry(result: Outcome, model: str, response_format: str = OURS) -> dict:
     """One image's or video's entry of the response in the format asked for."""
-    if isinstance(result, ImageFailure):
+    if isinstance(result, EntryFailure):
         return {"source": result.source, "error": result.error.as_dict()}
-    if isinstance(result, VideoResult):
+    if isinstance(result, ClipResult):
         return video_entry(result, model, response_format)
     return ENTRY_BUILDERS[response_format](result, model)

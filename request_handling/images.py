@@ -12,7 +12,7 @@ import torch
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from .errors import bad_request, too_large
+from .errors import RequestError, bad_request, too_large
 
 HIGH_BIT_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
@@ -32,10 +32,16 @@ class DecodedImage(NamedTuple):
     orientation: int = 1
 
 
+def image_too_large(source: str, limit: int, size: int | None = None) -> RequestError:
+    """The 413 of an image over MAX_IMAGE_BYTES, its size named where it is known."""
+    return too_large(f"{source} is {'larger than the limit' if size is None else f'{size} bytes; the limit is'} "
+                     f"MAX_IMAGE_BYTES={limit}")
+
+
 def _open_checked(data: bytes, max_bytes: int, max_pixels: int, source: str) -> Image.Image:
     """The image's header, read without decoding pixels, within the byte and pixel limits."""
     if len(data) > max_bytes:
-        raise too_large(f"{source} is {len(data)} bytes; the limit is {max_bytes}")
+        raise image_too_large(source, max_bytes, len(data))
     image = Image.open(io.BytesIO(data))
     width, height = image.size
     if width * height > max_pixels:

@@ -2,7 +2,7 @@
 
     entries → expand → load_ahead → batched → BatchRunner.run → gather → outcomes in request order
 
-An entry (one `ImageRequest`) expands into the frames to detect in: an image is one, a video as many as its
+An entry (one `EntryRequest`) expands into the frames to detect in: an image is one, a video as many as its
 sampling picks. Entries are fetched a bounded window ahead on a pool; an image is decoded there, a video's frames
 are decoded in order as the pipeline asks for them (so a clip's decode overlaps the detection of its previous
 batch, and only a few frames are held at once). Frames are grouped into batches, detected (earlier batches on the
@@ -20,20 +20,19 @@ from concurrent.futures import Executor, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 
-from efficientdet import Detection
-
-from .bodies import ImageRequest
+from .bodies import EntryRequest
 from .errors import RequestError, timed_out
 from .images import DecodedImage
-from .video import Sampling, VideoInfo
+from .results import ClipInfo, ClipResult, EntryFailure, FrameResult, ImageResult, Outcome
+from .video import Sampling
 
 
 @dataclass(frozen=True)
 class ResolvedRequest:
-    """One entry with the service's defaults filled in and its classes as ids."""
+    """One entry (its place in the request) with the service's defaults filled in and its classes as ids."""
 
-    index: int
-    request: ImageRequest
+    entry: int
+    request: EntryRequest
     pred_threshold: float
     iou_threshold: float
     max_detections: int
@@ -42,71 +41,27 @@ class ResolvedRequest:
 
 
 @dataclass(frozen=True)
-class ImageResult:
-    """The detections in one image; width and height are the full image's."""
-
-    source: str | None
-    width: int
-    height: int
-    pred_threshold: float
-    iou_threshold: float
-    detections: list[Detection]
-
-
-@dataclass(frozen=True)
-class ImageFailure:
-    """Why one image has no detections."""
-
-    source: str | None
-    error: RequestError
-
-
-@dataclass(frozen=True)
-class FrameResult:
-    """One sampled frame of a video: its index and presentation time, and its detections or its error."""
-
-    index: int
-    time: float
-    outcome: ImageResult | ImageFailure
-
-
-@dataclass(frozen=True)
-class VideoResult:
-    """The sampled frames of one video, in order; `error` when the clip could not be read to the end of its
-    sampling (cut short by the deadline)."""
-
-    source: str | None
-    info: VideoInfo
-    pred_threshold: float
-    iou_threshold: float
-    frames: list[FrameResult]
-    error: RequestError | None = None
-
-
-Outcome = ImageResult | ImageFailure | VideoResult
-
-
-@dataclass(frozen=True)
 class Frame:
     """One picture to detect in, as the stages fill it in: its entry, the resolved request, the decoded image,
-    and finally its outcome (set early when it fails). A video's frame also has its index and time in the clip
-    (`video` set); a video's failed frame without an index stands for the rest of the clip. `last`: no frame
-    follows it in the request."""
+    and finally its outcome (set early when it fails). A clip's frame also has `clip` set and its index and time
+    in the clip; a failed frame with `rest_of_clip` stands for every frame of the clip not answered before it.
+    `last`: no frame follows it in the request."""
 
     entry: int
     source: str | None
     request: ResolvedRequest | None = None
     image: DecodedImage | None = None
-    outcome: ImageResult | ImageFailure | None = None
-    video: VideoInfo | None = None
-    index: int | None = None
+    outcome: ImageResult | EntryFailure | None = None
+    clip: ClipInfo | None = None
+    frame_index: int | None = None
     time: float | None = None
+    rest_of_clip: bool = False
     fetch_seconds: float = 0.0
     decode_seconds: float = 0.0
     last: bool = False
 
     def failed(self, error: RequestError) -> Frame:
-        return replace(self, image=None, outcome=ImageFailure(self.source, error))
+        return replace(self, image=None, outcome=EntryFailure(self.source, error))
 
 
 @dataclass(frozen=True)
@@ -122,7 +77,7 @@ def late(frame: Frame, what: str, request_timeout: float) -> RequestError:
     return timed_out(f"{frame.source or 'the image'} was not {what} within REQUEST_TIMEOUT={request_timeout:g} s")
 
 
-def expand(requests: list[ImageRequest], resolve: Callable[[int, ImageRequest], ResolvedRequest]) -> Iterator[Frame]:
+def expand(requests: list[EntryRequest], resolve: Callable[[int, EntryRequest], ResolvedRequest]) -> Iterator[Frame]:
     """Entries → frames: an image entry is one frame; an entry that cannot be served (`resolve` raised) is one
     failed frame."""
     for index, request in enumerate(requests):
@@ -179,7 +134,8 @@ def _until(video_frames: Iterator[Frame], deadline: float, request_timeout: floa
     for frame in video_frames:
         if time.monotonic() > deadline:
             video_frames.close()
-            rest = replace(frame, index=None, time=None, fetch_seconds=0.0, decode_seconds=0.0)
+            rest = replace(frame, frame_index=None, time=None, rest_of_clip=True, fetch_seconds=0.0,
+                           decode_seconds=0.0)
             yield rest.failed(late(frame, "read to the end of its sampling", request_timeout))
             return
         yield frame
@@ -209,8 +165,8 @@ class BatchRunner:
     """Batches → detected frames. `prepare` readies a batch on the collecting thread (the device JPEG decode,
     while the pool still runs the previous batch) and may fail some of its frames; `detect` runs one batch and
     returns its frames with outcomes and its stage timings. Earlier batches run on `pool`, `parallel` at once;
-    the last on the calling thread (the one that warmed the model up: its OpenMP threads are ready, measured 1.4×
-    faster per D0 image on CPU than a pool thread's). A batch whose turn comes after the deadline fails with 504."""
+    the last on the calling thread (the one that warmed the model up: its OpenMP threads are ready, so it runs a
+    batch faster on CPU than a pool thread does). A batch whose turn comes after the deadline fails with 504."""
 
     prepare: Callable[[list[Frame]], list[Frame]]
     detect: Callable[[list[Frame]], tuple[list[Frame], dict[str, float]]]
@@ -257,25 +213,25 @@ def gather(frames: Iterable[Frame], entries: int) -> list[Outcome]:
     video whose frame standing for "the rest" comes before any other fails whole with that frame's error)."""
     outcomes: list[Outcome | None] = [None] * entries
     for frame in frames:
-        if frame.video is None:
+        if frame.clip is None:
             outcomes[frame.entry] = frame.outcome
             continue
         video = outcomes[frame.entry]
-        if isinstance(video, ImageFailure):  # a clip already failed whole: nothing more to gather
+        if isinstance(video, EntryFailure):  # a clip already failed whole: nothing more to gather
             continue
         if video is None:
             resolved = frame.request
-            video = outcomes[frame.entry] = VideoResult(frame.source, frame.video, resolved.pred_threshold,
-                                                        resolved.iou_threshold, [])
-        if frame.index is None and not video.frames:  # nothing of the clip was read: the entry fails
+            video = outcomes[frame.entry] = ClipResult(frame.source, frame.clip, resolved.pred_threshold,
+                                                       resolved.iou_threshold, [])
+        if frame.rest_of_clip and not video.frames:  # nothing of the clip was read: the entry fails
             outcomes[frame.entry] = frame.outcome
-        elif frame.index is None:
+        elif frame.rest_of_clip:
             outcomes[frame.entry] = replace(video, error=frame.outcome.error)
         else:
-            video.frames.append(FrameResult(frame.index, frame.time, frame.outcome))
+            video.frames.append(FrameResult(frame.frame_index, frame.time, frame.outcome))
     missing = [i for i, outcome in enumerate(outcomes) if outcome is None]
     if missing:
         raise RuntimeError(f"entries {missing} came out of the pipeline without an outcome")
-    for video in (o for o in outcomes if isinstance(o, VideoResult)):
+    for video in (o for o in outcomes if isinstance(o, ClipResult)):
         video.frames.sort(key=lambda f: (f.time, f.index))
     return outcomes

@@ -1,15 +1,20 @@
-"""Content negotiation and serialisation (application/json or application/jsonlines, in a format)."""
+"""Content negotiation and serialisation (application/json or application/jsonlines, in a format), and the
+request's log line."""
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 
 from .bodies import JSON, JSON_LINES
 from .errors import RequestError, one_line
 from .formats import ENTRY_BUILDERS, OURS, entry
-from .service import Prediction, log_prediction
+from .results import ClipResult, EntryFailure, Prediction
+
+log = logging.getLogger("efficientdet.serving")
+UNTRAINED_WARNING = "UNTRAINED WEIGHTS: detections are meaningless (offline demo checkpoint)"
 
 JSON_LINES_TYPE = JSON_LINES[0]
 
@@ -59,3 +64,15 @@ def respond(prediction: Prediction, response_type: ResponseType) -> str:
     prediction.timings["serialise"] = time.perf_counter() - start
     log_prediction(prediction, 200)
     return body
+
+
+def log_prediction(prediction: Prediction, status: int) -> None:
+    """The request's log line: status, entries, the frames sampled from its clips, forward passes, per-entry and
+    per-frame errors, milliseconds per stage."""
+    clips = [r for r in prediction.results if isinstance(r, ClipResult)]
+    errors = [r.error.status_code for r in prediction.results if isinstance(r, EntryFailure)] + [
+        f.outcome.error.status_code for c in clips for f in c.frames if isinstance(f.outcome, EntryFailure)]
+    log.info("detected status=%d images=%d frames=%d batches=%d errors=%s timings_ms=%s%s", status,
+             len(prediction.results), sum(len(c.frames) for c in clips), prediction.batches, errors,
+             json.dumps({stage: round(seconds * 1000, 2) for stage, seconds in prediction.timings.items()}),
+             f" {UNTRAINED_WARNING}" if prediction.untrained else "")

@@ -1,10 +1,11 @@
-"""Reading image and video objects from S3: bounded timeouts and retries, errors as HTTP statuses."""
+"""Talking to S3: a client with bounded timeouts and retries, objects opened as streams, S3's errors as HTTP
+statuses. What an object holds is `request_handling.media`'s to decide."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from typing import BinaryIO
 
 import boto3
 from botocore.config import Config
@@ -19,13 +20,13 @@ from botocore.exceptions import (
 )
 from urllib3.exceptions import ProtocolError
 
-from .errors import RequestError, bad_request, forbidden, not_found, too_large
-from .video import SIGNATURE_BYTES, is_video, refuse_other_containers, spooled
+from .errors import RequestError, forbidden, not_found
 
 NOT_FOUND_CODES = {"NoSuchKey", "NoSuchBucket", "404", "NotFound"}
 FORBIDDEN_CODES = {"AccessDenied", "403", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                    "AccountProblem", "InvalidObjectState", "ExpiredToken", "InvalidToken"}
 UNAVAILABLE_CODES = {"SlowDown", "ServiceUnavailable", "503", "RequestTimeout"}
+
 
 def make_client(connect_timeout: float, read_timeout: float, max_attempts: int, max_pool: int):
     """An S3 client with botocore's standard retries (AWS_ENDPOINT_URL_S3 is honoured by boto3)."""
@@ -63,31 +64,8 @@ def s3_errors(source: str) -> Iterator[None]:
         raise RequestError(502, f"S3 failed reading {source}: {type(error).__name__}") from None
 
 
-def fetch_media(client, bucket: str, key: str, max_image_bytes: int, max_video_bytes: int) -> bytes | Path:
-    """An image's bytes, or a video (told by its first bytes) streamed into a temporary file whose path the caller
-    removes: a clip is never held in memory. RequestError 404/403/502/503/504 when S3 cannot provide it, 413 over
-    MAX_IMAGE_BYTES or MAX_VIDEO_BYTES, 415 for a video container we do not read, 400 for an empty object."""
-    source = f"s3://{bucket}/{key}"
-    with s3_errors(source):
-        response = client.get_object(Bucket=bucket, Key=key)
-        with response["Body"] as body:
-            head = body.read(SIGNATURE_BYTES)
-            refuse_other_containers(head, source)
-            if is_video(head):
-                if response.get("ContentLength", 0) > max_video_bytes:
-                    raise too_large(f"{source} is {response['ContentLength']} bytes; the limit is MAX_VIDEO_BYTES="
-                                    f"{max_video_bytes}")
-                return spooled(body, head, max_video_bytes, source)
-            return _bounded(response, body, head, max_image_bytes, source)
-
-
-def _bounded(response: dict, body, head: bytes, max_bytes: int, source: str) -> bytes:
-    """The rest of an object's body after `head`, at most max_bytes in all (413), not empty (400)."""
-    if response.get("ContentLength", 0) > max_bytes:
-        raise too_large(f"{source} is {response['ContentLength']} bytes; the limit is {max_bytes}")
-    data = head + body.read(max_bytes + 1 - len(head))
-    if len(data) > max_bytes:
-        raise too_large(f"{source} is larger than the limit of {max_bytes} bytes")
-    if not data:
-        raise bad_request(f"{source} is empty (0 bytes)")
-    return data
+def open_object(client, bucket: str, key: str) -> tuple[BinaryIO, int | None]:
+    """An object's streaming body and its size (None when S3 does not say); call inside `s3_errors`, which also
+    covers the reads from the body."""
+    response = client.get_object(Bucket=bucket, Key=key)
+    return response["Body"], response.get("ContentLength")

@@ -1,4 +1,4 @@
-"""Video entries: recognising a clip from its bytes, which frames a request samples, and decoding them with the
+"""Clips: which frames a request samples, and decoding them with the
 FFmpeg that OpenCV's wheels (and both AWS images) bundle.
 
 A sampled frame is the one a player shows at the sampled time: the last frame whose presentation time is at or
@@ -10,47 +10,17 @@ displayed ones.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
 
 import cv2
 import numpy as np
 
 from .errors import RequestError, bad_request, too_large
+from .results import ClipInfo
 
-SIGNATURE_BYTES = 192  # enough for an MPEG-TS file's second sync byte
-MATROSKA_MAGIC = b"\x1a\x45\xdf\xa3"  # EBML: Matroska and WebM
-QUICKTIME_ATOMS = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip")  # MP4 and MOV files start with one
-OTHER_CONTAINERS = {b"FLV\x01": "FLV", b"OggS": "Ogg", b"\x00\x00\x01\xba": "MPEG program stream",
-                    b"\x30\x26\xb2\x75": "ASF/WMV"}
-COPY_CHUNK = 1 << 20
 TIME_TOLERANCE = 1e-4  # s: presentation times are rounded to microseconds; frames are at least 4 ms apart
-
-
-def is_video(head: bytes) -> bool:
-    """Whether these first bytes open an MP4/MOV (an ISO base media box) or a Matroska/WebM file."""
-    return head[4:8] in QUICKTIME_ATOMS or head.startswith(MATROSKA_MAGIC)
-
-
-def other_container(head: bytes) -> str | None:
-    """The name of a video container we do not read (AVI, FLV, MPEG-TS …), for a 415, or None."""
-    if head[:1] == b"\x47" and head[188:189] == b"\x47":  # two sync bytes a packet apart (a GIF starts with G too)
-        return "MPEG transport stream"
-    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":  # a RIFF file of another form (WebP, WAV) is no video
-        return "AVI"
-    return next((name for magic, name in OTHER_CONTAINERS.items() if head.startswith(magic)), None)
-
-
-def refuse_other_containers(head: bytes, source: str) -> None:
-    """RequestError 415 when these first bytes open a video container we do not read."""
-    refused = other_container(head)
-    if refused:
-        raise RequestError(415, f"{source} is a {refused} video; videos are read from MP4, MOV, WebM and Matroska "
-                                "files")
 
 
 @dataclass(frozen=True)
@@ -85,18 +55,6 @@ class Sampling:
 
 
 @dataclass(frozen=True)
-class VideoInfo:
-    """What the container says of the clip: displayed size, average frame rate, duration (s), codec."""
-
-    width: int
-    height: int
-    fps: float
-    duration: float
-    codec: str
-    frame_count: int
-
-
-@dataclass(frozen=True)
 class SampledFrame:
     """A frame to detect in: its index in presentation order and its presentation time; RGB pixels, or the error
     that stands in its place."""
@@ -105,25 +63,6 @@ class SampledFrame:
     time: float
     pixels: np.ndarray | None = None
     error: RequestError | None = None
-
-
-def spooled(stream: BinaryIO, first: bytes, max_bytes: int, source: str) -> Path:
-    """The rest of a stream after its first bytes, written to a temporary file (never held in memory), at most
-    max_bytes in all (413 beyond). The caller removes the file."""
-    handle, name = tempfile.mkstemp(prefix="efficientdet-video-", suffix=".bin")
-    written = len(first)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(first)
-            while chunk := stream.read(COPY_CHUNK):
-                written += len(chunk)
-                if written > max_bytes:
-                    raise too_large(f"{source} is larger than the limit MAX_VIDEO_BYTES={max_bytes}")
-                out.write(chunk)
-    except BaseException:
-        os.unlink(name)
-        raise
-    return Path(name)
 
 
 class Video:
@@ -139,7 +78,7 @@ class Video:
         fourcc = int(get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode("ascii", "replace").strip("\x00 ")
         fps, count = get(cv2.CAP_PROP_FPS), int(get(cv2.CAP_PROP_FRAME_COUNT))
         self._last_interval = 0.0
-        self.info = VideoInfo(int(get(cv2.CAP_PROP_FRAME_WIDTH)), int(get(cv2.CAP_PROP_FRAME_HEIGHT)),
+        self.info = ClipInfo(int(get(cv2.CAP_PROP_FRAME_WIDTH)), int(get(cv2.CAP_PROP_FRAME_HEIGHT)),
                               fps if math.isfinite(fps) and fps > 0 else 0.0,
                               count / fps if fps > 0 and count > 0 else 0.0, fourcc, max(count, 0))
 

@@ -1,21 +1,59 @@
-"""Shared fixtures: the reference data beside the clone, and small helpers."""
+"""Shared fixtures (the reference data beside the clone, S3 on loopback, model dirs) and the test tiers.
+
+Each test module names its tiers with `pytestmark` (`unit`, `production`, `ray`, `dev`; `cuda` marks a test that
+needs a GPU). `make test` runs each tier in its own venv by marker (`pytest -m "unit or production"`); a module
+outside the selected tiers is not even imported, so it may import what only the dev venv has. A module that names
+no tier is an error, so a new test file never silently misses a tier.
+"""
 
 from __future__ import annotations
 
+import ast
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import REFERENCE, SAMPLE_IMAGE, USER_BUCKET, USER_KEY
 from PIL import Image
 
-from samples import example
-
-REPO = Path(__file__).resolve().parents[1]
+TIERS = {"unit", "production", "ray", "dev"}
 # Tests talk to loopback only: botocore must not ask the EC2 instance metadata service for credentials when a
 # test's environment has none (servers started by tests inherit this).
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
-REFERENCE = Path(os.environ.get("EFFICIENTDET_REFERENCE", REPO.parent / "shared" / "fixtures" / "reference"))
+
+
+def module_tiers(path: Path) -> set[str]:
+    """The tiers a test module's `pytestmark` names, read from its source (the module is not imported)."""
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "pytestmark" for t in node.targets):
+            return {n.attr for n in ast.walk(node.value) if isinstance(n, ast.Attribute)} & TIERS
+    return set()
+
+
+def pytest_ignore_collect(collection_path: Path, config) -> bool | None:
+    """Test modules outside the `-m` expression's tiers are not collected (nor imported)."""
+    if not (collection_path.name.startswith("test_") and collection_path.suffix == ".py"):
+        return None
+    tiers = module_tiers(collection_path)
+    if not tiers:
+        raise pytest.UsageError(f"{collection_path.name} names no tier: add pytestmark = [pytest.mark.<tier>] "
+                                f"with one of {sorted(TIERS)} (tests/conftest.py)")
+    expression = config.getoption("markexpr")
+    if not expression:
+        return None
+    from _pytest.mark.expression import Expression
+
+    matches = Expression.compile(expression).evaluate(lambda name, **_: name in tiers)
+    return None if matches else True
+
+
+def pytest_runtest_setup(item) -> None:
+    if item.get_closest_marker("cuda") is not None:
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip("CUDA-only: no GPU on this machine")
 
 
 @pytest.fixture(scope="session")
@@ -31,8 +69,6 @@ def coffee(reference: Path) -> np.ndarray:
     return np.asarray(Image.open(reference / "coffee.png").convert("RGB"))
 
 
-USER_BUCKET, USER_KEY = example.BUCKET, example.KEY  # the users' example frame, as in the README and `make demo`
-SAMPLE_IMAGE = REPO / "samples" / "coffee.jpg"
 
 
 @pytest.fixture(scope="session")
@@ -69,13 +105,3 @@ def reference_model_dir(tmp_path_factory, reference) -> Path:
 def make_writable(path: Path) -> None:
     for p in [path, *path.rglob("*")]:
         p.chmod(p.stat().st_mode | 0o200)
-
-
-@pytest.fixture(scope="session")
-def minute_of_1080p(tmp_path_factory) -> Path:
-    """A 60 s 1080p H.264 clip at 30 frames/s (B-frames, as an encoder's fast preset writes them), made once."""
-    from clips import encode, require_ffmpeg
-
-    require_ffmpeg()
-    return encode(tmp_path_factory.mktemp("clip") / "minute.mp4", width=1920, height=1080, rate="30", seconds=60,
-                  options=("-preset", "veryfast", "-crf", "28"))

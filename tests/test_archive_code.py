@@ -11,25 +11,26 @@ import sys
 import tarfile
 
 import pytest
-from conftest import REPO
-from matching import unmatched
+from helpers import REPO
+from helpers.matching import unmatched
 
 from deploy.archive import build_archive
 from deploy.model_dir import CODE_FILES, CODE_PACKAGES
+
+pytestmark = pytest.mark.production
 
 # What both AWS images ship that code/'s packages may import (requirements/dlc-2.6.txt and ray-dlc.txt pin them),
 # and what each entry point adds: the TorchServe toolkit's package, or Ray Serve and its web framework.
 BOTH_IMAGES = {"torch", "torchvision", "numpy", "PIL", "cv2", "boto3", "botocore", "urllib3"}
 ENTRY_POINTS = {"inference.py": {"sagemaker_inference"}, "ray_app.py": {"ray", "starlette"}}
 
-RUN_THE_FOUR_FUNCTIONS = """
+RUN_THE_HANDLER = """
 import json, sys
 model_dir, image = sys.argv[1], sys.argv[2]
 sys.path.insert(0, model_dir + "/code")
 import inference
 service = inference.model_fn(model_dir)
-data = inference.input_fn(open(image, "rb").read(), "image/png")
-body, content_type = inference.output_fn(inference.predict_fn(data, service), "application/json")
+body, content_type = inference.transform_fn(service, open(image, "rb").read(), "image/png", "application/json")
 import cv2, numpy, PIL, torch, torchvision
 print(json.dumps({"versions": {"python": sys.version.split()[0], "torch": torch.__version__,
                                "torchvision": torchvision.__version__, "numpy": numpy.__version__,
@@ -81,7 +82,7 @@ def test_the_dockerfiles_copy_what_the_archive_holds():
 
 def test_the_archives_code_alone_gives_the_fixture_detections(model_dir, reference):
     """Isolated mode (-I): nothing of this repository is importable but what the archive holds."""
-    run = subprocess.run([sys.executable, "-I", "-c", RUN_THE_FOUR_FUNCTIONS, str(model_dir),
+    run = subprocess.run([sys.executable, "-I", "-c", RUN_THE_HANDLER, str(model_dir),
                           str(reference / "coffee.png")], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     answer = json.loads(run.stdout.splitlines()[-1])

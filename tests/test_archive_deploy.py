@@ -14,13 +14,15 @@ import tarfile
 import boto3
 import pytest
 import requests
-from conftest import REPO, SAMPLE_IMAGE
+from helpers import REPO, SAMPLE_IMAGE
 
 from deploy.sagemaker_model import HANDLER_VARIABLES
 from localrun.ports import free_port
 from localrun.ray_serve import RayServer
 from localrun.serve import ModelServer
 from request_handling.settings import load_settings
+
+pytestmark = pytest.mark.dev
 
 
 def build(out_dir, *extra) -> tuple[str, str]:

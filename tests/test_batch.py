@@ -11,15 +11,17 @@ import threading
 import time
 
 import pytest
-from conftest import REPO, SAMPLE_IMAGE, USER_BUCKET
-from images import video_frame
+from helpers import REPO, SAMPLE_IMAGE, USER_BUCKET
+from helpers.images import video_frame
 from PIL import Image
 
-import request_handling.s3
+import request_handling.media
 from efficientdet import Detector
-from request_handling.bodies import ImageRequest
+from request_handling.bodies import EntryRequest
 from request_handling.service import DetectionService
 from request_handling.settings import Settings
+
+pytestmark = pytest.mark.dev
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,7 @@ def test_one_forward_pass_per_batch_overlapping_fetches_and_passes(reference, s3
     service = DetectionService(detector, Settings(batch_size=4, s3_max_concurrency=8, parallel_batches=2))
     forwards, fetches, lock = [], [], threading.Lock()
     fetches_meet, passes_meet = threading.Barrier(2, timeout=60), threading.Barrier(2, timeout=60)
-    real_forward, real_fetch = detector.forward, request_handling.s3.fetch_media
+    real_forward, real_fetch = detector.forward, request_handling.media.fetch_media
 
     def meeting_forward(batch):
         with lock:
@@ -56,8 +58,8 @@ def test_one_forward_pass_per_batch_overlapping_fetches_and_passes(reference, s3
         return real_fetch(*args)
 
     monkeypatch.setattr(detector, "forward", meeting_forward)
-    monkeypatch.setattr(request_handling.s3, "fetch_media", meeting_fetch)
-    prediction = service.predict([ImageRequest(bucket=USER_BUCKET, key=k) for k in frames], several=True)
+    monkeypatch.setattr(request_handling.media, "fetch_media", meeting_fetch)
+    prediction = service.predict([EntryRequest(bucket=USER_BUCKET, key=k) for k in frames], several=True)
     assert forwards == [4, 4]
     assert [r.source for r in prediction.results] == [f"s3://{USER_BUCKET}/{k}" for k in frames]
     assert sorted(fetches) == sorted(frames)
@@ -154,7 +156,7 @@ def test_loading_the_service_sets_torchs_threads_for_the_cli_and_the_handler(ref
 
 
 def test_cli_over_a_video_writes_its_frames_and_draws_them_named_as_the_users_frames(reference, tmp_path):
-    from clips import encode, require_ffmpeg
+    from helpers.clips import encode, require_ffmpeg
 
     require_ffmpeg()
     clip = encode(tmp_path / "clip.mp4", seconds=3)

@@ -6,7 +6,10 @@ import json
 import subprocess
 import sys
 
-from conftest import REPO
+import pytest
+from helpers import REPO
+
+pytestmark = pytest.mark.dev
 
 
 def run_bench(tmp_path, *args: str) -> tuple[str, dict]:

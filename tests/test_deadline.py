@@ -6,12 +6,15 @@ import socket
 import threading
 
 import pytest
-from conftest import SAMPLE_IMAGE
+from helpers import SAMPLE_IMAGE
 
 from efficientdet import Detector
-from request_handling.bodies import ImageRequest
-from request_handling.service import DetectionService, ImageFailure, ImageResult
+from request_handling.bodies import EntryRequest
+from request_handling.results import EntryFailure, ImageResult
+from request_handling.service import DetectionService
 from request_handling.settings import Settings
+
+pytestmark = pytest.mark.production
 
 
 class FrozenS3:
@@ -55,7 +58,7 @@ def service(reference, frozen_s3, monkeypatch):
 
 
 def test_a_request_waiting_on_a_frozen_s3_answers_504_within_its_budget(service):
-    prediction = service.predict([ImageRequest("videoblocks-ml", "frames/1.jpg")], several=False)
+    prediction = service.predict([EntryRequest("videoblocks-ml", "frames/1.jpg")], several=False)
     error = prediction.request_error()
     assert error.status_code == 504 and "REQUEST_TIMEOUT=1.5 s" in error.message
     assert "s3://videoblocks-ml/frames/1.jpg" in error.message
@@ -63,18 +66,35 @@ def test_a_request_waiting_on_a_frozen_s3_answers_504_within_its_budget(service)
 
 def test_images_detected_before_the_deadline_keep_their_detections(service):
     """Images are detected in request order: those before the late one are answered, the rest are 504s."""
-    requests = [ImageRequest(image_bytes=SAMPLE_IMAGE.read_bytes()), ImageRequest("videoblocks-ml", "frames/2.jpg"),
-                ImageRequest(image_bytes=SAMPLE_IMAGE.read_bytes())]
+    requests = [EntryRequest(inline=SAMPLE_IMAGE.read_bytes()), EntryRequest("videoblocks-ml", "frames/2.jpg"),
+                EntryRequest(inline=SAMPLE_IMAGE.read_bytes())]
     prediction = service.predict(requests, several=True)
     first, late, after = prediction.results
     assert isinstance(first, ImageResult) and first.detections
-    assert isinstance(late, ImageFailure) and late.error.status_code == 504 and "read and decoded" in late.error.message
-    assert isinstance(after, ImageFailure) and after.error.status_code == 504 and "detected" in after.error.message
+    assert isinstance(late, EntryFailure) and late.error.status_code == 504 and "read and decoded" in late.error.message
+    assert isinstance(after, EntryFailure) and after.error.status_code == 504 and "detected" in after.error.message
     assert prediction.request_error() is None
 
 
 def test_the_service_keeps_serving_after_a_deadline(service):
     for key in ("frames/3.jpg", "frames/4.jpg"):
-        assert service.predict([ImageRequest("videoblocks-ml", key)], several=False).request_error().status_code == 504
-    inline = service.predict([ImageRequest(image_bytes=SAMPLE_IMAGE.read_bytes())], several=False)
+        assert service.predict([EntryRequest("videoblocks-ml", key)], several=False).request_error().status_code == 504
+    inline = service.predict([EntryRequest(inline=SAMPLE_IMAGE.read_bytes())], several=False)
     assert isinstance(inline.results[0], ImageResult)
+
+
+def test_a_clip_that_outruns_the_deadline_answers_the_frames_done_and_a_504_for_the_rest(service, tmp_path):
+    """Every frame of a 20 s clip cannot be detected within REQUEST_TIMEOUT=1.5 s on any machine: the answer keeps
+    the frames detected in time, in order, and says 504 for the rest of the clip."""
+    from helpers.clips import encode, require_ffmpeg
+
+    require_ffmpeg()
+    clip = encode(tmp_path / "long.mp4", width=320, height=180, rate="30", seconds=20)
+    [result] = service.predict([EntryRequest(inline=clip.read_bytes(), every_n_frames=1)], several=False).results
+    if isinstance(result, EntryFailure):  # not even the first frame was reached in time
+        assert result.error.status_code == 504
+        return
+    assert result.error.status_code == 504 and "REQUEST_TIMEOUT=1.5 s" in result.error.message
+    assert 0 < len(result.frames) < 600
+    assert [f.index for f in result.frames] == list(range(len(result.frames)))
+    assert all(isinstance(f.outcome, ImageResult) or f.outcome.error.status_code == 504 for f in result.frames)

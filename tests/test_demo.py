@@ -6,8 +6,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 from PIL import Image
+
+pytestmark = pytest.mark.dev
 
 
 @pytest.mark.parametrize("server", ["torchserve", "ray"])

@@ -8,20 +8,23 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import USER_BUCKET
-from images import encode, gradient, video_frame
-from matching import unmatched
+from helpers import USER_BUCKET
+from helpers.images import encode, gradient, video_frame
+from helpers.matching import unmatched
+from helpers.toolkit import Toolkit
 from PIL import Image
-from toolkit import Toolkit
 
 from efficientdet import Detector
 from efficientdet.preprocess import letterbox, letterbox_tensor
+from request_handling import placement as placement_module
 from request_handling import service as service_module
 from request_handling.images import decode_image, decode_jpegs_on_device, jpeg_for_device, oriented
-from request_handling.service import serving_device, warm_up_batch_sizes
+from request_handling.placement import serving_device, warm_up_batch_sizes
+
+pytestmark = pytest.mark.production
 
 LIMITS = (50_000_000, 100_000_000)
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA-only: no GPU on this machine")
+
 # the handler tests run on the CPU everywhere (torchvision's libjpeg-turbo: the same calls as nvJPEG's), and on a GPU
 # machine on the GPU too
 DEVICES = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
@@ -99,7 +102,7 @@ def test_size_limits_hold_before_device_decoding():
     data = video_frame(640, 480)
     with pytest.raises(Exception, match="pixels; the limit is 1000"):
         jpeg_for_device(data, LIMITS[0], 1000)
-    with pytest.raises(Exception, match="bytes; the limit is 10"):
+    with pytest.raises(Exception, match="bytes; the limit is MAX_IMAGE_BYTES=10"):
         jpeg_for_device(data, 10, LIMITS[1])
 
 
@@ -118,9 +121,9 @@ def test_gpus_warm_up_every_power_of_two_up_to_the_batch_size():
 
 def test_a_worker_runs_on_the_gpu_the_model_server_gave_it(monkeypatch):
     """CUDA's presence is faked: on an instance of several GPUs TorchServe gives each worker its gpu_id."""
-    monkeypatch.setattr(service_module.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(placement_module.torch.cuda, "is_available", lambda: False)
     assert serving_device(3) == serving_device() == "cpu"
-    monkeypatch.setattr(service_module.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(placement_module.torch.cuda, "is_available", lambda: True)
     assert (serving_device(), serving_device(0), serving_device(3)) == ("cuda", "cuda:0", "cuda:3")
 
 
@@ -140,7 +143,7 @@ def test_no_cuda_graphs_on_cpu(reference):
     assert detector.graphed is None
 
 
-@needs_cuda
+@pytest.mark.cuda
 @pytest.mark.parametrize("half", [False, True])
 def test_cuda_graphs_give_the_eager_network_outputs(reference, coffee, half):
     eager = Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0, device="cuda", half=half, cuda_graphs=False)
@@ -153,13 +156,13 @@ def test_cuda_graphs_give_the_eager_network_outputs(reference, coffee, half):
             torch.testing.assert_close(ours, theirs, atol=1e-3 if half else 1e-5, rtol=0)
 
 
-@needs_cuda
+@pytest.mark.cuda
 def test_float32_on_a_gpu_convolves_in_float32_not_tf32(reference):
     Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0, device="cuda")
     assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.allow_tf32
 
 
-@needs_cuda
+@pytest.mark.cuda
 def test_each_worker_loads_on_its_own_gpu(reference_model_dir):
     last = torch.cuda.device_count() - 1
     handler = Toolkit(reference_model_dir, gpu_id=last)
@@ -167,7 +170,7 @@ def test_each_worker_loads_on_its_own_gpu(reference_model_dir):
     assert handler.invoke(video_frame(1280, 720), "image/jpeg").status == 200
 
 
-@needs_cuda
+@pytest.mark.cuda
 def test_gpu_detections_from_device_decoded_jpegs_match_the_cpu_decode(reference):
     detector = Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0, device="cuda")
     detector.warm_up([1])

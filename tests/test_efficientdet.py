@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from matching import iou, unmatched, unmatched_within
+from helpers.matching import iou, unmatched, unmatched_within
 
 from efficientdet import COCO_LABELS, CheckpointError, Detector, EfficientDet, get_config
 from efficientdet import detector as detector_module
@@ -30,6 +30,8 @@ from efficientdet.optimize import fold_all_batch_norms, optimize_for_inference
 from efficientdet.untrained import synthetic_images, untrained_state_dict
 from efficientdet.weights import build_from_state_dict, load_state_dict
 from samples.photos import natural_photo
+
+pytestmark = pytest.mark.production
 
 
 @pytest.mark.parametrize("coef", range(9))
@@ -209,8 +211,8 @@ def test_bfloat16_is_refused_on_a_cpu_without_it(reference, monkeypatch):
 
 # bfloat16 keeps 8 significant bits: every layer's activations round by up to 2^-8 of their size. On the sample
 # photograph that moved every anchor's score by at most 0.011, and each detection kept a partner within 0.01 whose
-# corners lie within 3 px (an AMX Xeon, 2026-12-03, one header product over every level); on an AVX-512 BF16 Zen 5
-# without AMX, whose kernels accumulate in other orders, 0.012 and 2.7 px (2026-12-04). The test allows about twice
+# corners lie within 3 px on an AMX Xeon; on an AVX-512 BF16 Zen 5 without AMX, whose kernels accumulate in other
+# orders, 0.012 and 2.7 px. The test allows about twice
 # the score change and a pixel more: 0.02 in score, 4 px per corner.
 BFLOAT16_SCORE_TOLERANCE, BFLOAT16_CORNER_PX = 0.02, 4.0
 
@@ -255,9 +257,8 @@ def test_fast_path_matches_plain_path(coef, size):
 
 # The fast path computes the plain path's float32 network with its sums in another order (folded weights, fused
 # kernels, matrix products). Reassociation alone moves scores by at most 2e-6 and box corners by at most 2e-3 px at
-# D0 (measured on an AMD EPYC Zen 3, AVX2); the bounds are 5× that, the targets of the fidelity issue. A sum that
-# loses precision fails them: the channel means once taken as a matrix product with a row of 1 / (H·W) put scores
-# 6e-5 off on that machine, and 8e-5 on an AVX-512 one (Zen 5).
+# D0 (on an AMD EPYC Zen 3, AVX2); the bounds are 5× that. A sum that loses precision fails them: channel means taken
+# as a matrix product with a row of 1 / (H·W) put scores 6e-5 off there, and 8e-5 on an AVX-512 Zen 5.
 FAST_SCORE_TOLERANCE = 1e-5
 FAST_CORNER_PX = 0.01
 

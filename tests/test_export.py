@@ -8,12 +8,14 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from helpers import REPO
 
 from efficientdet.export import export
 from efficientdet.optimize import fold_all_batch_norms
 from efficientdet.untrained import synthetic_images, untrained_state_dict
 from efficientdet.weights import build_from_state_dict
+
+pytestmark = pytest.mark.dev
 
 TOLERANCE = 1e-4
 

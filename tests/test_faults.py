@@ -9,11 +9,13 @@ import time
 
 import pytest
 import requests
-from conftest import SAMPLE_IMAGE, USER_BUCKET, USER_KEY
+from helpers import SAMPLE_IMAGE, USER_BUCKET, USER_KEY
 
 from localrun.ports import free_port
 from localrun.s3server import LIMITED, SeaweedS3
 from localrun.serve import ModelServer
+
+pytestmark = pytest.mark.dev
 
 BODY = json.dumps({"bucket": USER_BUCKET, "key": USER_KEY})
 SERVER_TIMEOUT = 30

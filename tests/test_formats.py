@@ -6,11 +6,13 @@ import pytest
 
 from efficientdet import Detection
 from request_handling.attributes import parse_custom_attributes, with_attributes
-from request_handling.bodies import ImageRequest
+from request_handling.bodies import EntryRequest
 from request_handling.errors import RequestError
 from request_handling.formats import REKOGNITION, SAGEMAKER_OBJECT_DETECTION, entry
 from request_handling.responses import ResponseType, negotiate
-from request_handling.service import ImageResult
+from request_handling.results import ImageResult
+
+pytestmark = pytest.mark.unit
 
 RESULT = ImageResult("s3://videoblocks-ml/frame.jpg", 600, 400, 0.2, 0.2, [
     Detection(0, "person", 0.9, (60.0, 40.0, 180.0, 360.0)),
@@ -77,8 +79,8 @@ def test_an_unknown_format_is_406_naming_the_formats():
 def test_custom_attributes_fill_what_the_body_did_not_set():
     options = parse_custom_attributes("pred_threshold=0.3, max_detections=20,classes=person|2")
     assert options == {"pred_threshold": 0.3, "max_detections": 20, "classes": ("person", 2)}
-    raw, own, bad = with_attributes([ImageRequest(image_bytes=b"x"), ImageRequest("b", "k", pred_threshold=0.5),
-                                     ImageRequest(error=RequestError(404, "gone"))], options)
+    raw, own, bad = with_attributes([EntryRequest(inline=b"x"), EntryRequest("b", "k", pred_threshold=0.5),
+                                     EntryRequest(error=RequestError(404, "gone"))], options)
     assert (raw.pred_threshold, raw.max_detections, raw.classes) == (0.3, 20, ("person", 2))
     assert (own.pred_threshold, own.max_detections) == (0.5, 20)
     assert bad.pred_threshold is None and bad.error.status_code == 404

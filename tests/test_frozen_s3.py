@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from conftest import SAMPLE_IMAGE, USER_BUCKET, USER_KEY
+from helpers import SAMPLE_IMAGE, USER_BUCKET, USER_KEY
 from test_faults import SAGEMAKER_REALTIME_LIMIT, post
 
 from localrun.ports import free_port
 from localrun.s3server import LIMITED, SeaweedS3
 from localrun.serve import ModelServer
+
+pytestmark = pytest.mark.dev
 
 
 @pytest.fixture(scope="module")

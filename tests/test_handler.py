@@ -6,16 +6,26 @@ import json
 import logging
 
 import pytest
-from bad_inputs import ALLOWED, BAD_INPUTS, MAX_IMAGE_BYTES, SOURCE, assert_one_line_error, body, upload_bad_objects
-from conftest import USER_BUCKET, USER_KEY
-from images import encode, gradient, sixteen_bit_png, video_frame
-from matching import unmatched
-from toolkit import Toolkit
+from helpers import USER_BUCKET, USER_KEY
+from helpers.bad_inputs import (
+    ALLOWED,
+    BAD_INPUTS,
+    MAX_IMAGE_BYTES,
+    SOURCE,
+    assert_one_line_error,
+    body,
+    upload_bad_objects,
+)
+from helpers.images import encode, gradient, sixteen_bit_png, video_frame
+from helpers.matching import unmatched
+from helpers.toolkit import Toolkit
 
 from efficientdet import Detector
 from efficientdet.layers import native_bfloat16
 from request_handling.images import decode_image
-from request_handling.s3 import fetch_media
+from request_handling.media import fetch_media
+
+pytestmark = pytest.mark.production
 
 
 @pytest.fixture(scope="module")
@@ -287,12 +297,12 @@ def test_drop_in_response_formats(toolkit, response_format, key):
 
 
 def test_an_unexpected_exception_answers_500_in_one_line_and_logs_its_traceback(toolkit, monkeypatch, caplog):
-    import inference
+    from request_handling import contract
 
     def broken(*args):
         raise ZeroDivisionError("a bug of ours")
 
-    monkeypatch.setattr(inference, "parse_request", broken)
+    monkeypatch.setattr(contract, "parse_request", broken)
     with caplog.at_level(logging.INFO, logger="efficientdet.serving"):
         response = toolkit.invoke(body(), "application/json")
     assert response.status == 500

@@ -4,9 +4,13 @@ tool needs one above it."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 
 import pytest
-from conftest import REPO
+from helpers import REPO
+
+pytestmark = pytest.mark.unit
 
 # Lowest first: a package may import itself and the packages before it.
 LAYERS = ("samples", "efficientdet", "request_handling", "deploy", "detect", "localrun", "bench")
@@ -28,3 +32,11 @@ def imported_packages(package: str) -> set[str]:
 def test_a_package_imports_only_the_layers_below_it(package):
     allowed = set(LAYERS[:LAYERS.index(package) + 1])
     assert imported_packages(package) <= allowed, f"{package} imports {imported_packages(package) - allowed}"
+
+
+@pytest.mark.parametrize("module", ["request_handling.results", "request_handling.formats",
+                                    "request_handling.responses"])
+def test_turning_results_into_a_body_needs_neither_torch_nor_the_service(module):
+    code = f"import sys, {module}; print(sorted(m for m in ('torch', 'request_handling.service') if m in sys.modules))"
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "[]", run.stderr[-500:] or run.stdout

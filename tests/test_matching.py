@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from matching import unmatched, unmatched_within
+import pytest
+from helpers.matching import unmatched, unmatched_within
+
+pytestmark = pytest.mark.unit
 
 
 def detection(score, box, class_id=14):

@@ -9,13 +9,13 @@ from dataclasses import replace
 
 import pytest
 
-from request_handling.bodies import ImageRequest
+from request_handling.bodies import EntryRequest
 from request_handling.errors import bad_request
 from request_handling.pipeline import (
     Batch,
     BatchRunner,
+    EntryFailure,
     Frame,
-    ImageFailure,
     ImageResult,
     ResolvedRequest,
     batched,
@@ -23,6 +23,8 @@ from request_handling.pipeline import (
     gather,
     load_ahead,
 )
+
+pytestmark = pytest.mark.unit
 
 FAR = time.monotonic() + 3600  # a deadline no test reaches
 
@@ -42,10 +44,10 @@ def test_expand_makes_one_frame_per_image_entry_and_a_failed_frame_for_an_entry_
             raise bad_request("bad entry")
         return ResolvedRequest(index, request, 0.2, 0.2, 100, None)
 
-    out = list(expand([ImageRequest("b", "a.jpg"), ImageRequest("b", "bad.jpg")], resolve))
+    out = list(expand([EntryRequest("b", "a.jpg"), EntryRequest("b", "bad.jpg")], resolve))
     assert [(f.entry, f.source) for f in out] == [(0, "s3://b/a.jpg"), (1, "s3://b/bad.jpg")]
     assert out[0].request.request.key == "a.jpg" and out[0].outcome is None
-    assert isinstance(out[1].outcome, ImageFailure) and out[1].outcome.error.message == "bad entry"
+    assert isinstance(out[1].outcome, EntryFailure) and out[1].outcome.error.message == "bad entry"
 
 
 def test_load_ahead_keeps_order_bounds_the_window_and_marks_the_last_frame():
@@ -65,7 +67,7 @@ def test_load_ahead_keeps_order_bounds_the_window_and_marks_the_last_frame():
     assert [f.entry for f in out] == list(range(12))
     assert most[0] <= 4
     assert [f.last for f in out] == [False] * 11 + [True]
-    assert out[3].fetch_seconds == 0 and isinstance(out[3].outcome, ImageFailure)  # a failed frame is not loaded
+    assert out[3].fetch_seconds == 0 and isinstance(out[3].outcome, EntryFailure)  # a failed frame is not loaded
 
 
 def test_load_ahead_fails_what_is_not_loaded_by_the_deadline_with_504_and_never_starts_the_rest():
@@ -112,7 +114,7 @@ def test_the_batch_runner_runs_earlier_batches_on_the_pool_and_the_last_on_the_c
     assert sorted(f.entry for f in out) == [0, 1, 2, 3]
     assert threads[0].startswith("detect") and threads[1] == threading.current_thread().name
     assert runner.batches == 2 and runner.timings == {"network": 2.0}
-    assert isinstance({f.entry: f for f in out}[1].outcome, ImageFailure)
+    assert isinstance({f.entry: f for f in out}[1].outcome, EntryFailure)
 
 
 def test_the_batch_runner_fails_a_batch_whose_turn_comes_after_the_deadline_with_504():
@@ -135,11 +137,11 @@ def test_load_ahead_flattens_a_videos_frames_in_place_and_marks_the_last():
     def load(frame):
         if frame.entry != 1:
             return frame
-        return (replace(frame, index=i, time=i / 2) for i in range(3))  # a video: its frames, decoded as asked
+        return (replace(frame, frame_index=i, time=i / 2) for i in range(3))  # a video: its frames, decoded as asked
 
     with ThreadPoolExecutor(2) as pool:
         out = list(load_ahead(frames(3), load, pool, 2, FAR, 30.0))
-    assert [(f.entry, f.index) for f in out] == [(0, None), (1, 0), (1, 1), (1, 2), (2, None)]
+    assert [(f.entry, f.frame_index) for f in out] == [(0, None), (1, 0), (1, 1), (1, 2), (2, None)]
     assert [f.last for f in out] == [False] * 4 + [True]
 
 
@@ -147,22 +149,22 @@ def test_a_video_that_runs_past_the_deadline_stops_with_one_frame_standing_for_t
     def slow_frames(frame):
         for i in range(100):
             time.sleep(0.05)
-            yield replace(frame, index=i, time=float(i))
+            yield replace(frame, frame_index=i, time=float(i))
 
     with ThreadPoolExecutor(1) as pool:
         out = list(load_ahead(frames(1), slow_frames, pool, 1, time.monotonic() + 0.3, 0.3))
     assert 2 <= len(out) < 10 and all(f.outcome is None for f in out[:-1])
     rest = out[-1]
-    assert rest.index is None and rest.outcome.error.status_code == 504
+    assert rest.rest_of_clip and rest.outcome.error.status_code == 504
     assert "was not read to the end of its sampling within REQUEST_TIMEOUT=0.3 s" in rest.outcome.error.message
 
 
 def test_gather_puts_a_videos_frames_in_order_into_one_entry():
-    from request_handling.video import VideoInfo
+    from request_handling.results import ClipInfo
 
-    info = VideoInfo(640, 360, 30.0, 5.0, "h264", 150)
-    resolved = ResolvedRequest(1, ImageRequest("b", "v.mp4"), 0.2, 0.2, 100, None)
-    video = [replace(detected(f), video=info, request=resolved, entry=1, index=i, time=t)
+    info = ClipInfo(640, 360, 30.0, 5.0, "h264", 150)
+    resolved = ResolvedRequest(1, EntryRequest("b", "v.mp4"), 0.2, 0.2, 100, None)
+    video = [replace(detected(f), clip=info, request=resolved, entry=1, frame_index=i, time=t)
              for f, (i, t) in zip(frames(3), ((30, 1.0), (0, 0.0), (60, 2.0)))]
     [image, result] = gather([detected(frames(1)[0]), *video], 2)
     assert isinstance(image, ImageResult) and result.info == info

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from efficientdet.boxes import decode_boxes, select_detections, to_image_pixels
+
+pytestmark = pytest.mark.unit
 
 ANCHORS = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 40.0, 60.0]])  # y1 x1 y2 x2
 

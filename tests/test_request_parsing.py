@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from efficientdet.preprocess import letterbox, letterbox_size
-from request_handling.bodies import ImageRequest, parse_request
+from request_handling.bodies import EntryRequest, parse_request
 from request_handling.errors import RequestError, bad_request
 from request_handling.responses import negotiate
+
+pytestmark = pytest.mark.unit
 
 LOCATION = "videoblocks-ml/frames/000216-9.0090.jpg"
 
@@ -27,7 +29,7 @@ def error_of(body, content_type="application/json") -> RequestError:
 
 @pytest.mark.parametrize("body", [("\ufeff" + LOCATION).encode(), "\ufeff" + LOCATION])
 def test_a_csv_body_with_a_byte_order_mark_reads_as_without(body):
-    assert parse(body, "text/csv") == ([ImageRequest("videoblocks-ml", "frames/000216-9.0090.jpg")], False)
+    assert parse(body, "text/csv") == ([EntryRequest("videoblocks-ml", "frames/000216-9.0090.jpg")], False)
 
 
 def test_a_json_body_with_a_byte_order_mark_reads_as_without():

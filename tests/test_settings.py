@@ -10,6 +10,8 @@ import pytest
 from request_handling import settings as settings_module
 from request_handling.settings import ConfigurationError, Settings, load_settings
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize("name, value, allowed", [
     ("EFFICIENTDET_COMPOUND_COEF", "9", "from 0 to 8"),

@@ -9,20 +9,23 @@ import json
 import cv2
 import numpy as np
 import pytest
-from clips import cut_short, encode, frame_times, require_ffmpeg, rotated, shown_at
-from conftest import USER_BUCKET
-from images import encode as encode_image
-from images import gradient
-from matching import unmatched
+from helpers import USER_BUCKET
+from helpers.clips import cut_short, encode, frame_times, require_ffmpeg, rotated, shown_at
+from helpers.images import encode as encode_image
+from helpers.images import gradient
+from helpers.matching import unmatched
+from helpers.toolkit import Toolkit
 from PIL import Image
-from toolkit import Toolkit
 
 from efficientdet import Detector
-from request_handling.bodies import ImageRequest, parse_request
+from request_handling.bodies import EntryRequest, parse_request
 from request_handling.errors import RequestError
+from request_handling.media import is_video, other_container
 from request_handling.service import DetectionService
 from request_handling.settings import Settings
-from request_handling.video import Sampling, Video, is_video, other_container
+from request_handling.video import Sampling, Video
+
+pytestmark = pytest.mark.production
 
 
 @pytest.fixture(scope="session")
@@ -121,7 +124,7 @@ def test_what_cannot_be_opened_is_400_and_its_file_is_removed(tmp_path):
     ({"max_frames": 5000}, 413, "MAX_VIDEO_FRAMES=1000"),
 ])
 def test_sampling_options_that_conflict(options, status, words):
-    request = ImageRequest("b", "k.mp4", **{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
+    request = EntryRequest("b", "k.mp4", **{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
     with pytest.raises(RequestError) as raised:
         Sampling.of(request.sample_fps, request.every_n_frames, request.timestamps, request.start, request.end,
                     request.max_frames, 1000)
@@ -144,7 +147,7 @@ def service(reference):
 
 def test_detections_in_a_sampled_frame_are_those_of_the_same_frame_sent_as_an_image(service, clips):
     """The clip inline at 1 frame/s against each of its frames decoded alone and sent as a lossless PNG."""
-    prediction = service.predict([ImageRequest(image_bytes=clips["h264"].read_bytes())], several=False)
+    prediction = service.predict([EntryRequest(inline=clips["h264"].read_bytes())], several=False)
     [video] = prediction.results
     assert (video.info.width, video.info.height, video.info.codec) == (640, 360, "h264")
     assert [f.index for f in video.frames] == [shown_at(frame_times(clips["h264"]), t) for t in range(6)]  # 0 … 5 s
@@ -158,7 +161,7 @@ def test_detections_in_a_sampled_frame_are_those_of_the_same_frame_sent_as_an_im
     for frame in video.frames:
         png = io.BytesIO()
         Image.fromarray(pixels[frame.index]).save(png, "PNG")
-        [image] = service.predict([ImageRequest(image_bytes=png.getvalue())], several=False).results
+        [image] = service.predict([EntryRequest(inline=png.getvalue())], several=False).results
         assert frame.outcome.detections and unmatched(image.detections, frame.outcome.detections, 640, 360) == []
 
 
@@ -222,15 +225,14 @@ def test_bad_videos_get_their_status(toolkit, clips, tmp_path, name, content_typ
     assert response.status == status and words in response.message, response.body[:300]
 
 
-def test_a_minute_of_1080p_as_a_json_lines_entry_under_the_batch_transform_settings(s3_server, reference_model_dir,
-                                                                                     minute_of_1080p):
+def test_a_clip_as_a_json_lines_entry_under_the_batch_transform_settings(s3_server, reference_model_dir, clips):
     """What `python -m deploy batch` sets for the model server (1 MB mini-batches, an hour per invocation): the
     clip and an image in one JSON Lines mini-batch, a line each."""
     from argparse import Namespace
 
     from deploy.batch import batch_environment
 
-    s3_server.put(USER_BUCKET, "videos/minute.mp4", minute_of_1080p.read_bytes())
+    s3_server.put(USER_BUCKET, "videos/clip.mp4", clips["h264"].read_bytes())
     s3_server.put(USER_BUCKET, "videos/still.png", encode_image(gradient(), "PNG"))
     with pytest.MonkeyPatch.context() as env:
         env.delenv("MAX_VIDEO_BYTES", raising=False)  # the default (1 GiB), not the small one of this module's toolkit
@@ -239,16 +241,17 @@ def test_a_minute_of_1080p_as_a_json_lines_entry_under_the_batch_transform_setti
             env.setenv(name, value)
         toolkit = Toolkit(reference_model_dir)
         lines = "\n".join(json.dumps({"bucket": USER_BUCKET, "key": key, "max_detections": 2})
-                          for key in ("videos/minute.mp4", "videos/still.png"))
+                          for key in ("videos/clip.mp4", "videos/still.png"))
         response = toolkit.invoke(lines, "application/jsonlines", accept="application/jsonlines")
     assert response.status == 200
     video, image = (json.loads(line) for line in response.body.splitlines())
-    assert "error" not in video and [f["frame"] for f in video["frames"]] == list(range(0, 1800, 30))
+    times = frame_times(clips["h264"])
+    assert "error" not in video and [f["frame"] for f in video["frames"]] == [shown_at(times, t) for t in range(5)]
     assert image["source"].endswith("still.png") and len(image["detections"]) == 2
 
 
 def test_a_sampling_that_picks_no_frame_fails_the_entry_saying_why(service, clips):
-    prediction = service.predict([ImageRequest(image_bytes=clips["h264"].read_bytes(), start=100.0)], several=False)
+    prediction = service.predict([EntryRequest(inline=clips["h264"].read_bytes(), start=100.0)], several=False)
     error = prediction.request_error()
     assert error.status_code == 400 and "no frame in the sampled range" in error.message
 

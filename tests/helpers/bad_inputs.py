@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import re
 
-from conftest import USER_BUCKET, USER_KEY
-from images import encode, gradient, png_claiming
+from helpers import USER_BUCKET, USER_KEY
+from helpers.images import encode, gradient, png_claiming
 
 ALLOWED = f"{USER_BUCKET},allowed-but-missing"  # ALLOWED_BUCKETS of the servers under test
 MAX_IMAGE_BYTES = 2_000_000  # MAX_IMAGE_BYTES of the servers under test

@@ -7,8 +7,9 @@ import struct
 import zlib
 
 import numpy as np
-from conftest import SAMPLE_IMAGE
 from PIL import ExifTags, Image
+
+from helpers import SAMPLE_IMAGE
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:
