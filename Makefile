@@ -24,7 +24,7 @@ SERVE_MODULE := $(if $(filter ray,$(SERVER)),localrun.ray_serve,localrun.serve)
 
 .PHONY: venv java ffmpeg test test-dev test-production test-ray test-unit lint serve weights demo bench load gpu-carry clean
 
-$(STAMP): requirements/dev.txt requirements/serve.txt requirements/deploy.txt
+$(STAMP): requirements/dev.txt requirements/serve.txt requirements/deploy.txt requirements/archive.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 'setuptools<81'
 	$(PY) -m pip install -q -r requirements/dev.txt
@@ -32,14 +32,14 @@ $(STAMP): requirements/dev.txt requirements/serve.txt requirements/deploy.txt
 
 venv: $(STAMP)
 
-$(PROD_STAMP): requirements/dlc-2.6.txt requirements/production-tests.txt
+$(PROD_STAMP): requirements/dlc-2.6.txt requirements/production-tests.txt requirements/archive.txt
 	@test -n "$(PYTHON_PRODUCTION)" || { echo "Python 3.12 not found: pyenv install 3.12, or set PYTHON_PRODUCTION"; exit 1; }
 	test -x $(PROD_VENV)/bin/python || $(PYTHON_PRODUCTION) -m venv $(PROD_VENV)
 	$(PROD_VENV)/bin/python -c 'import sys; assert sys.version_info[:2] == (3, 12), "the DLC 2.6 runs Python 3.12"'
 	$(PROD_VENV)/bin/python -m pip install -q -r requirements/production-tests.txt
 	touch $(PROD_STAMP)
 
-$(RAY_STAMP): requirements/ray-dlc.txt requirements/ray-tests.txt
+$(RAY_STAMP): requirements/ray-dlc.txt requirements/ray-tests.txt requirements/archive.txt
 	@test -n "$(PYTHON_RAY)" || { echo "Python 3.13 not found: pyenv install 3.13, or set PYTHON_RAY"; exit 1; }
 	test -x $(RAY_VENV)/bin/python || $(PYTHON_RAY) -m venv $(RAY_VENV)
 	$(RAY_VENV)/bin/python -c 'import sys; assert sys.version_info[:2] == (3, 13), "the Ray Serve DLC runs Python 3.13"'
@@ -52,7 +52,7 @@ java:
 	  SUDO=$$(command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openjdk-17-jre-headless; }
 
-# the tests' video clips are made with FFmpeg's command-line tools (the servers decode with OpenCV's own FFmpeg)
+# the tests' video clips are made with FFmpeg's command-line tools (the servers decode with PyAV's own FFmpeg)
 ffmpeg:
 	@command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || { \
 	  echo "ffmpeg not found: installing Debian's ffmpeg"; \

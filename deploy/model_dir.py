@@ -9,6 +9,7 @@ import stat
 import tarfile
 from pathlib import Path
 
+from deploy.vendor import code_lib
 from efficientdet.untrained import write_untrained_checkpoint
 
 log = logging.getLogger(__name__)
@@ -17,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 CODE_FILES = ("inference.py", "ray_app.py")  # the TorchServe toolkit's entry point, the Ray Serve app
 RAY_CONFIG = REPO / "deploy" / "ray_config.yaml"  # config.yaml at the model dir's root, for the Ray Serve DLC
 CODE_PACKAGES = ("efficientdet", "request_handling")
+CODE_LIB_NAME = "lib"  # code/lib: the wheels the archive carries (deploy/vendor.py)
 
 
 def local_checkpoint(coef: int) -> Path:
@@ -25,13 +27,15 @@ def local_checkpoint(coef: int) -> Path:
 
 
 def copy_code(code_dir: Path) -> None:
-    """inference.py and our packages (no caches) into code_dir; no requirements.txt: the AWS images'
-    toolkits pip-install one at every container start, which fails in network isolation."""
+    """inference.py and our packages (no caches) into code_dir, and the wheels the archive carries unpacked into
+    code_dir/lib; no requirements.txt: the AWS images' toolkits pip-install one at every container start, which
+    fails in network isolation."""
     code_dir.mkdir(parents=True, exist_ok=True)
     for name in CODE_FILES:
         shutil.copy2(REPO / name, code_dir / name)
     for package in CODE_PACKAGES:
         shutil.copytree(REPO / package, code_dir / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(code_lib(), code_dir / CODE_LIB_NAME, ignore=shutil.ignore_patterns(".wheels"), symlinks=True)
 
 
 def assemble_model_dir(target: str | Path, coef: int = 0, weights: str | Path | None = None,

@@ -33,7 +33,7 @@ from request_handling.service import DetectionService
 from request_handling.settings import ConfigurationError, load_settings
 from request_handling.video import Video
 
-from .sources import expand, with_bytes
+from .sources import expand
 
 
 def done_sources(out: Path) -> set[str]:
@@ -66,6 +66,7 @@ def load_service(args) -> DetectionService:
                              "or --untrained for meaningless offline detections")
         weights = write_untrained_checkpoint(args.coef, Path(tempfile.mkdtemp(prefix="detect-")) / weights.name)
     env = dict(os.environ, EFFICIENTDET_WEIGHTS=weights.name, EFFICIENTDET_COMPOUND_COEF=str(args.coef))
+    env.setdefault("REQUEST_TIMEOUT", "86400")  # a long clip takes what it takes: no endpoint's 60 s here
     if args.pred_threshold is not None:
         env["DEFAULT_PRED_THRESHOLD"] = str(args.pred_threshold)
     if args.iou_threshold is not None:
@@ -83,7 +84,7 @@ def draw(service: DetectionService, request: EntryRequest, entry: dict, out: Pat
     settings = service.settings
     try:
         media = service.media.fetch(request, request.source or "request body")
-        if isinstance(media, Path):
+        if not isinstance(media, bytes):
             frames = {(f["frame"], f["time"]): f for f in entry["frames"] if "detections" in f}
             for sampled in Video(media, request.source or "video").frames(service.resolve(0, request).sampling):
                 found = frames.get((sampled.index, sampled.time))
@@ -101,7 +102,7 @@ def draw(service: DetectionService, request: EntryRequest, entry: dict, out: Pat
 def sampling_options(args) -> dict[str, object]:
     """The sampling options given on the command line, checked as a request's are."""
     given = {"sample_fps": args.sample_fps, "every_n_frames": args.every_n_frames, "start": args.start,
-             "end": args.end, "max_frames": args.max_frames,
+             "end": args.end, "max_frames": args.max_frames, "keyframes": args.keyframes or None,
              "timestamps": [float(t) for t in args.timestamps.split(",")] if args.timestamps else None}
     return option_fields({name: value for name, value in given.items() if value is not None})
 
@@ -127,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     videos.add_argument("--sample-fps", type=float, help="frames per second of video time")
     videos.add_argument("--every-n-frames", type=int, help="every n-th frame instead")
     videos.add_argument("--timestamps", help="these times instead, in seconds, comma-separated: 1.5,3,7.25")
+    videos.add_argument("--keyframes", action="store_true", help="the keyframes only instead (the cheapest)")
     videos.add_argument("--start", type=float, help="from this time (s)")
     videos.add_argument("--end", type=float, help="to this time (s)")
     videos.add_argument("--max-frames", type=int, help="at most this many frames per video")
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     try:
         for first in range(0, len(requests), args.chunk):
-            chunk = [with_bytes(r) for r in requests[first:first + args.chunk]]
+            chunk = requests[first:first + args.chunk]
             prediction = service.predict(chunk, several=True)
             for offset, (request, result) in enumerate(zip(chunk, prediction.results)):
                 entry = result_entry(result, prediction.model)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from request_handling.bodies import EntryRequest, parse_s3_location
-from request_handling.errors import not_found
+from request_handling.errors import bad_request, not_found
+from request_handling.media import SIGNATURE_BYTES, is_image, is_video
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".webm", ".mkv"}  # what a listing picks; the kind is told by the bytes
+# what a listing picks; the kind is told by the bytes: MP4/MOV, Matroska/WebM, AVCHD and other MPEG-TS, MPEG-PS,
+# AVI, MXF, FLV, Ogg, ASF
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".qt", ".3gp", ".webm", ".mkv", ".mts", ".m2ts", ".ts", ".mpg", ".mpeg",
+                  ".vob", ".avi", ".mxf", ".flv", ".ogv", ".wmv", ".asf"}
 
 
 def is_media_name(name: str) -> bool:
@@ -27,9 +30,25 @@ def list_s3_media(client, uri: str) -> Iterator[EntryRequest]:
                 yield EntryRequest(bucket=bucket, key=item["Key"])
 
 
-def local_image(path: Path) -> EntryRequest:
-    """A local file as a request; its bytes are read when it is its turn (see `with_bytes`)."""
-    return EntryRequest(origin=str(path))
+def local_file(path: Path) -> EntryRequest:
+    """A local file as a request, read in place when it is its turn (a clip is never read whole)."""
+    return EntryRequest(origin=str(path), path=path)
+
+
+def is_manifest(path: Path) -> bool:
+    """A file of another name: a manifest when it is text; an image or a clip is told by its bytes; anything else
+    is refused (400) rather than read as lines."""
+    with path.open("rb") as file:
+        head = file.read(SIGNATURE_BYTES)
+    if is_image(head) or is_video(head):
+        return False
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        text = "\x00"
+    if "\x00" in text:
+        raise bad_request(f"{path}: neither an image, a video nor a manifest (a text file of inputs, one a line)")
+    return True
 
 
 def expand(inputs: list[str], s3_client, check_bucket: Callable[[EntryRequest], None]) -> Iterator[EntryRequest]:
@@ -48,22 +67,11 @@ def expand(inputs: list[str], s3_client, check_bucket: Callable[[EntryRequest], 
         path = Path(item)
         if path.is_dir():
             for file in sorted(p for p in path.rglob("*") if p.is_file() and is_media_name(p.name)):
-                yield local_image(file)
+                yield local_file(file)
         elif not path.exists():
             raise not_found(f"{item}: no such file, folder or manifest")
-        elif is_media_name(path.name):
-            yield local_image(path)
+        elif is_media_name(path.name) or not is_manifest(path):
+            yield local_file(path)
         else:
             lines = [line.strip() for line in path.read_text().splitlines()]
             yield from expand([line for line in lines if line and not line.startswith("#")], s3_client, check_bucket)
-
-
-def with_bytes(request: EntryRequest) -> EntryRequest:
-    """Read a local file's bytes into its request (S3 requests are fetched by the service)."""
-    if request.bucket is not None or request.inline is not None:
-        return request
-    try:
-        data = Path(request.origin).read_bytes()
-    except OSError as error:
-        return EntryRequest(origin=request.origin, error=not_found(f"{request.origin}: {error.strerror}"))
-    return dataclasses.replace(request, inline=data)

@@ -6,6 +6,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 from .errors import RequestError, bad_request, too_large
@@ -14,10 +15,11 @@ CSV = "text/csv"
 JSON = "application/json"
 JSON_LINES = ("application/jsonlines", "application/x-jsonlines", "application/jsonl")
 IMAGE_TYPES = ("image/jpeg", "image/png", "application/x-image")
-VIDEO_TYPES = ("video/mp4", "video/quicktime", "video/webm", "video/x-matroska")
+VIDEO_TYPES = ("video/mp4", "video/quicktime", "video/webm", "video/x-matroska", "video/mp2t", "video/mpeg",
+               "video/x-msvideo", "video/avi", "application/mxf")
 
 # per entry, in the body or the Custom-Attributes header; the sampling options apply to videos only
-SAMPLING_FIELDS = ("sample_fps", "every_n_frames", "timestamps", "start", "end", "max_frames")
+SAMPLING_FIELDS = ("sample_fps", "every_n_frames", "timestamps", "keyframes", "start", "end", "max_frames")
 OPTION_FIELDS = ("pred_threshold", "iou_threshold", "max_detections", "classes", *SAMPLING_FIELDS)
 MAX_SAMPLE_FPS = 1000.0
 FIELDS = {"bucket", "key", "s3_uri", *OPTION_FIELDS}
@@ -50,11 +52,13 @@ class EntryRequest:
     sample_fps: float | None = None
     every_n_frames: int | None = None
     timestamps: tuple[float, ...] | None = None
+    keyframes: bool | None = None
     start: float | None = None
     end: float | None = None
     max_frames: int | None = None
     error: RequestError | None = None
     origin: str | None = None  # where inline bytes came from (a local file), reported as the source
+    path: Path | None = None  # a local file read in place: the CLI's entries only, never a request body's
 
     @property
     def source(self) -> str | None:
@@ -164,6 +168,12 @@ def _seconds(value: object, name: str, where: str) -> float:
     return float(value)
 
 
+def _flag(value: object, name: str, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise bad_request(f"{where}{name} must be true or false, got {json.dumps(value)[:40]}")
+    return value
+
+
 def _timestamps(value: object, name: str, where: str) -> tuple[float, ...]:
     if not isinstance(value, list) or not value or not all(_finite(t) and t >= 0 for t in value):
         raise bad_request(f"{where}{name} must be a non-empty list of seconds, each at least 0")
@@ -172,7 +182,7 @@ def _timestamps(value: object, name: str, where: str) -> tuple[float, ...]:
 
 OPTION_CHECKS = {"pred_threshold": _threshold, "iou_threshold": _threshold, "max_detections": _max_detections,
                  "classes": _classes, "sample_fps": _sample_fps, "every_n_frames": _count, "timestamps": _timestamps,
-                 "start": _seconds, "end": _seconds, "max_frames": _count}
+                 "keyframes": _flag, "start": _seconds, "end": _seconds, "max_frames": _count}
 
 
 def option_fields(item: dict, where: str = "") -> dict[str, object]:

@@ -2,15 +2,13 @@
 first bytes, held to the size limits (one message each), and opened: an image decoded (or, for the device decoder,
 only its header read), a clip's sampled frames decoded one by one as the pipeline asks for them.
 
-This module is the one place that decides what a medium is and how large it may be; `s3` only talks to S3,
-`images` and `video` only decode.
+This module is the one place that decides what a medium is and how large it may be; `s3` only talks to S3 (and
+reads an object by byte ranges), `images` and `video` only decode.
 """
 
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -19,66 +17,52 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .bodies import SAMPLING_FIELDS, EntryRequest
-from .errors import RequestError, bad_request, too_large
+from .errors import RequestError, bad_request, not_found, too_large
 from .images import DecodedImage, decode_image, decode_jpegs_on_device, image_too_large, jpeg_for_device
 from .pipeline import Frame
 from .placement import Placement
 from .settings import Settings
 from .video import Video
 
-SIGNATURE_BYTES = 192  # enough for an MPEG-TS file's second sync byte
-MATROSKA_MAGIC = b"\x1a\x45\xdf\xa3"  # EBML: Matroska and WebM
-QUICKTIME_ATOMS = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip")  # MP4 and MOV files start with one
-OTHER_CONTAINERS = {b"FLV\x01": "FLV", b"OggS": "Ogg", b"\x00\x00\x01\xba": "MPEG program stream",
-                    b"\x30\x26\xb2\x75": "ASF/WMV"}
-VIDEO_CONTAINERS = "MP4, MOV, WebM and Matroska"
-COPY_CHUNK = 1 << 20
+SIGNATURE_BYTES = 200  # enough for an M2TS file's second sync byte (192-byte packets, the first at 4)
+IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+QUICKTIME_ATOMS = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot")  # MP4 and MOV files start with one
+VIDEO_MAGIC = {b"\x1a\x45\xdf\xa3": "Matroska/WebM", b"\x00\x00\x01\xba": "MPEG program stream",
+               b"\x06\x0e\x2b\x34": "MXF", b"FLV\x01": "FLV", b"OggS": "Ogg", b"\x30\x26\xb2\x75": "ASF/WMV"}
+VIDEO_CONTAINERS = "MP4, MOV, Matroska, WebM, MPEG-TS, M2TS, MPEG-PS, AVI, MXF, FLV, Ogg and ASF"
+RANGED_READ_AHEAD = (256 * 1024, 16 * 1024 * 1024)  # bytes: the first range after a seek, the largest
+
+
+def is_image(head: bytes) -> bool:
+    """Whether these first bytes open an image file (JPEG, PNG, GIF, BMP, TIFF, WebP): images are told first."""
+    return head.startswith(IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+
+def video_container(head: bytes) -> str | None:
+    """The container these first bytes open, or None: MP4/MOV (an ISO base media box), Matroska/WebM, MPEG-TS (a
+    sync byte every 188 bytes) or M2TS (every 192), MPEG-PS, AVI, MXF, FLV, Ogg, ASF."""
+    if is_image(head):
+        return None
+    if head[4:8] in QUICKTIME_ATOMS:
+        return "MP4/MOV"
+    if head[:1] == b"\x47" and head[188:189] == b"\x47":
+        return "MPEG transport stream"
+    if head[4:5] == b"\x47" and head[196:197] == b"\x47":
+        return "M2TS"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "AVI"
+    return next((name for magic, name in VIDEO_MAGIC.items() if head.startswith(magic)), None)
 
 
 def is_video(head: bytes) -> bool:
-    """Whether these first bytes open a clip we read: an MP4/MOV (an ISO base media box) or a Matroska/WebM file."""
-    return head[4:8] in QUICKTIME_ATOMS or head.startswith(MATROSKA_MAGIC)
-
-
-def other_container(head: bytes) -> str | None:
-    """The name of a video container we do not read (AVI, FLV, MPEG-TS …), for a 415, or None."""
-    if head[:1] == b"\x47" and head[188:189] == b"\x47":  # two sync bytes a packet apart (a GIF starts with G too)
-        return "MPEG transport stream"
-    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":  # a RIFF file of another form (WebP, WAV) is no video
-        return "AVI"
-    return next((name for magic, name in OTHER_CONTAINERS.items() if head.startswith(magic)), None)
-
-
-def refuse_other_containers(head: bytes, source: str) -> None:
-    """RequestError 415 when these first bytes open a video container we do not read."""
-    refused = other_container(head)
-    if refused:
-        raise RequestError(415, f"{source} is a {refused} video; videos are read from {VIDEO_CONTAINERS} files")
+    """Whether these first bytes open a clip (`video_container`); anything else is decoded as an image."""
+    return video_container(head) is not None
 
 
 def clip_too_large(source: str, limit: int, size: int | None = None) -> RequestError:
-    """The 413 of a clip over MAX_VIDEO_BYTES, its size named where it is known."""
-    return too_large(f"{source} is {'larger than the limit' if size is None else f'{size} bytes; the limit is'} "
+    """The 413 of a clip over MAX_VIDEO_BYTES: inline bytes, or what was read of an S3 object."""
+    return too_large(f"{source} is {'read beyond the limit' if size is None else f'{size} bytes; the limit is'} "
                      f"MAX_VIDEO_BYTES={limit}")
-
-
-def spooled(stream: BinaryIO, first: bytes, max_bytes: int, source: str) -> Path:
-    """The rest of a stream after its first bytes, written to a temporary file (never held in memory), at most
-    max_bytes in all (413 beyond). The caller removes the file."""
-    handle, name = tempfile.mkstemp(prefix="efficientdet-video-", suffix=".bin")
-    written = len(first)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(first)
-            while chunk := stream.read(COPY_CHUNK):
-                written += len(chunk)
-                if written > max_bytes:
-                    raise clip_too_large(source, max_bytes)
-                out.write(chunk)
-    except BaseException:
-        os.unlink(name)
-        raise
-    return Path(name)
 
 
 def bounded_image(body: BinaryIO, head: bytes, size: int | None, max_bytes: int, source: str) -> bytes:
@@ -93,10 +77,13 @@ def bounded_image(body: BinaryIO, head: bytes, size: int | None, max_bytes: int,
     return data
 
 
-def fetch_media(client, bucket: str, key: str, max_image_bytes: int, max_video_bytes: int) -> bytes | Path:
-    """An S3 object: an image's bytes, or a clip streamed into a temporary file whose path the caller removes (a
-    clip is never held in memory). RequestError 404/403/502/503/504 when S3 cannot provide it, 413 over the
-    limits, 415 for a video container we do not read, 400 for an empty object."""
+ClipMedia = Path | BinaryIO  # what a clip is opened from: a local file, or a seekable binary file object
+
+
+def fetch_media(client, bucket: str, key: str, max_image_bytes: int, max_video_bytes: int) -> bytes | ClipMedia:
+    """An S3 object: an image's bytes, or a clip as a seekable reader that fetches by byte ranges what the decoder
+    reads, at most MAX_VIDEO_BYTES in all (a clip is never spooled or held whole). RequestError 404/403/502/503/504
+    when S3 cannot provide it, 413 over the limits, 400 for an empty object."""
     from . import s3  # boto3 is imported at the first S3 read: bodies with inline images never need it
 
     source = f"s3://{bucket}/{key}"
@@ -104,22 +91,31 @@ def fetch_media(client, bucket: str, key: str, max_image_bytes: int, max_video_b
         body, size = s3.open_object(client, bucket, key)
         with body:
             head = body.read(SIGNATURE_BYTES)
-            refuse_other_containers(head, source)
             if is_video(head):
-                if size is not None and size > max_video_bytes:
-                    raise clip_too_large(source, max_video_bytes, size)
-                return spooled(body, head, max_video_bytes, source)
+                return s3.RangedObject(client, bucket, key, size, source, RANGED_READ_AHEAD, max_video_bytes,
+                                       lambda: clip_too_large(source, max_video_bytes))
             return bounded_image(body, head, size, max_image_bytes, source)
 
 
-def inline_media(data: bytes, max_video_bytes: int, source: str) -> bytes | Path:
-    """Bytes sent in the request: an image's as they are, a clip's written to a temporary file for the decoder."""
+def inline_media(data: bytes, max_video_bytes: int, source: str) -> bytes | ClipMedia:
+    """Bytes sent in the request: an image's as they are, a clip's as a file object over them (no copy)."""
     if not is_video(data[:SIGNATURE_BYTES]):
-        refuse_other_containers(data[:SIGNATURE_BYTES], source)
         return data
     if len(data) > max_video_bytes:
         raise clip_too_large(source, max_video_bytes, len(data))
-    return spooled(io.BytesIO(data), b"", len(data), source)  # BytesIO shares the bytes: no copy
+    return io.BytesIO(data)
+
+
+def local_media(path: Path, max_image_bytes: int, source: str) -> bytes | ClipMedia:
+    """A local file (the CLI's): an image's bytes, or the clip's path, opened in place (never read whole)."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(SIGNATURE_BYTES)
+            if is_video(head):
+                return path
+            return bounded_image(file, head, path.stat().st_size, max_image_bytes, source)
+    except OSError as error:
+        raise not_found(f"{source}: {error.strerror}") from None
 
 
 def may_be_clip(request: EntryRequest) -> bool:
@@ -153,10 +149,12 @@ class MediaLoader:
                                                  settings.s3_max_attempts, settings.s3_max_concurrency)
             return self._s3_client
 
-    def fetch(self, request: EntryRequest, source: str) -> bytes | Path:
-        """An entry's image bytes, or its clip in a temporary file (the caller removes it)."""
+    def fetch(self, request: EntryRequest, source: str) -> bytes | ClipMedia:
+        """An entry's image bytes, or what its clip is opened from."""
         if request.inline is not None:
             return inline_media(request.inline, self.settings.max_video_bytes, source)
+        if request.path is not None:
+            return local_media(request.path, self.settings.max_image_bytes, source)
         return fetch_media(self.s3, request.bucket, request.key, self.settings.max_image_bytes,
                            self.settings.max_video_bytes)
 
@@ -170,7 +168,7 @@ class MediaLoader:
         try:
             media = self.fetch(frame.request.request, source)
             fetched = time.perf_counter()
-            if isinstance(media, Path):
+            if not isinstance(media, bytes):
                 clip = Video(media, source)
                 return self._clip_frames(replace(frame, clip=clip.info, fetch_seconds=fetched - start), clip)
             image = jpeg_for_device(media, settings.max_image_bytes, settings.max_image_pixels, source) \
@@ -185,12 +183,12 @@ class MediaLoader:
     @staticmethod
     def _clip_frames(frame: Frame, clip: Video) -> Iterator[Frame]:
         """An opened clip's frames, each decoded when the pipeline asks for it (its decode time is the wait for
-        it); the clip's file is removed when the last one is done (or the pipeline stops asking)."""
+        it); the clip is closed when the last one is done (or the pipeline stops asking)."""
         clock, fetch_seconds = time.perf_counter(), frame.fetch_seconds  # the clip's fetch counts once, on its first frame
         sampled = None
         for sampled in clip.frames(frame.request.sampling):
             at = replace(frame, frame_index=sampled.index, time=sampled.time, fetch_seconds=fetch_seconds,
-                         decode_seconds=time.perf_counter() - clock)
+                         decode_seconds=time.perf_counter() - clock, rest_of_clip=sampled.rest_of_clip)
             if sampled.error is not None:
                 yield at.failed(sampled.error)
             else:

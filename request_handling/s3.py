@@ -3,7 +3,8 @@ statuses. What an object holds is `request_handling.media`'s to decide."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import io
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
@@ -69,3 +70,68 @@ def open_object(client, bucket: str, key: str) -> tuple[BinaryIO, int | None]:
     covers the reads from the body."""
     response = client.get_object(Bucket=bucket, Key=key)
     return response["Body"], response.get("ContentLength")
+
+
+class RangedObject(io.RawIOBase):
+    """A seekable, read-only file over an S3 object that fetches, by byte ranges, what is read of it: a decoder that
+    seeks reads only what it decodes. Each range reaches past the read by a read-ahead that starts at the smaller
+    of `read_ahead` and doubles while reads follow each other, up to the larger; at most `max_bytes` are fetched
+    in all (then `too_much()` is raised). S3's errors are raised as `s3_errors` says."""
+
+    def __init__(self, client, bucket: str, key: str, size: int | None, source: str, read_ahead: tuple[int, int],
+                 max_bytes: int, too_much: Callable[[], Exception]) -> None:
+        super().__init__()
+        self.client, self.bucket, self.key, self.source = client, bucket, key, source
+        self.size = size if size is not None else self._size()
+        self.smallest, self.largest = read_ahead
+        self.max_bytes, self.too_much = max_bytes, too_much
+        self.position = 0
+        self.buffer, self.buffer_start = b"", 0
+        self.next_read_ahead = self.smallest
+        self.fetched = 0  # bytes, in all
+
+    def _size(self) -> int:
+        with s3_errors(self.source):
+            return self.client.head_object(Bucket=self.bucket, Key=self.key)["ContentLength"]
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def readinto(self, buffer) -> int:
+        if self.position >= self.size:
+            return 0
+        offset = self.position - self.buffer_start
+        if not 0 <= offset < len(self.buffer):
+            self._fetch(len(buffer))
+            offset = 0
+        count = min(len(buffer), len(self.buffer) - offset)
+        buffer[:count] = self.buffer[offset:offset + count]
+        self.position += count
+        return count
+
+    def _fetch(self, wanted: int) -> None:
+        """The range from the position on: what is wanted and the read-ahead (doubled when this read follows the
+        last range, else back to the smallest)."""
+        following = bool(self.buffer) and self.position == self.buffer_start + len(self.buffer)
+        self.next_read_ahead = min(self.largest, 2 * self.next_read_ahead) if following else self.smallest
+        end = min(self.size, self.position + max(wanted, self.next_read_ahead))
+        if self.fetched + end - self.position > self.max_bytes:
+            raise self.too_much()
+        with s3_errors(self.source):
+            response = self.client.get_object(Bucket=self.bucket, Key=self.key,
+                                              Range=f"bytes={self.position}-{end - 1}")
+            with response["Body"] as body:
+                self.buffer = body.read()
+        self.buffer_start = self.position
+        self.fetched += len(self.buffer)

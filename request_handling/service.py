@@ -99,8 +99,8 @@ class DetectionService:
             settings.iou_threshold if request.iou_threshold is None else request.iou_threshold,
             request.max_detections or settings.max_detections,
             self.class_ids(request.classes),
-            Sampling.of(request.sample_fps, request.every_n_frames,
-                        request.timestamps, request.start, request.end, request.max_frames, settings.max_video_frames))
+            Sampling.of(request.sample_fps, request.every_n_frames, request.timestamps, request.start, request.end,
+                        request.max_frames, settings.max_video_frames, request.keyframes))
 
     def check_response_size(self, requests: list[EntryRequest]) -> None:
         """Bound one request's whole response, not only each entry: 413 before anything is fetched."""

@@ -1,32 +1,43 @@
-"""Clips: which frames a request samples, and decoding them with the
-FFmpeg that OpenCV's wheels (and both AWS images) bundle.
+"""Clips: which frames a request samples, and decoding only what they need, with FFmpeg through PyAV.
 
 A sampled frame is the one a player shows at the sampled time: the last frame whose presentation time is at or
-before it (the first frame before the first timestamp). Frames are read in presentation order, whatever the
-decode order and frame rate; rotation metadata is applied (OpenCV's default), so width and height are the
-displayed ones.
+before it (the first frame before the first timestamp). Times are counted from the clip's first frame, whatever
+the container's start offset (an MPEG transport stream's is often 1.4 s); a frame's index is its place in
+presentation order, counted from the packets' timestamps whatever the decode order. Rotation metadata is applied,
+so width and height are the displayed ones.
+
+Only what the sampling needs is read and decoded:
+- where the container indexes every frame (MP4/MOV, MXF, AVI), a sampled time whose keyframe lies ahead of the
+  decoder is reached by seeking to that keyframe, so the bytes between are never read: in an all-intra clip
+  (ProRes, DNxHD/HR) each sample is one seek and one decode;
+- frames are converted to RGB only when shown, and a frame shown at several sampled times (held on screen by a
+  variable frame rate) is decoded and converted once;
+- `keyframes` sampling has the decoder skip every frame but the keyframes.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
-import cv2
+import av
 import numpy as np
 
 from .errors import RequestError, bad_request, too_large
 from .results import ClipInfo
 
 TIME_TOLERANCE = 1e-4  # s: presentation times are rounded to microseconds; frames are at least 4 ms apart
+ROTATIONS = {90: 1, -270: 1, 180: 2, -180: 2, 270: 3, -90: 3}  # display matrix angle → quarter turns (np.rot90's k)
 
 
 @dataclass(frozen=True)
 class Sampling:
-    """Which frames of a clip to detect in: every 1/sample_fps s, every n-th frame, or at given timestamps (s),
-    between start and end (s), at most max_frames."""
+    """Which frames of a clip to detect in: every 1/sample_fps s, every n-th frame, at given timestamps (s), or the
+    keyframes, between start and end (s), at most max_frames."""
 
     sample_fps: float | None = None
     every_n_frames: int | None = None
@@ -34,16 +45,20 @@ class Sampling:
     start: float = 0.0
     end: float | None = None
     max_frames: int = 1000
+    keyframes: bool = False
 
     @classmethod
     def of(cls, sample_fps: float | None, every_n_frames: int | None, timestamps: tuple[float, ...] | None,
-           start: float | None, end: float | None, max_frames: int | None, frame_limit: int) -> Sampling:
+           start: float | None, end: float | None, max_frames: int | None, frame_limit: int,
+           keyframes: bool | None = None) -> Sampling:
         """The sampling a request asks for (default: one frame a second), its options checked together: 400
         naming what conflicts; max_frames at most the MAX_VIDEO_FRAMES setting."""
         chosen = [name for name, value in (("sample_fps", sample_fps), ("every_n_frames", every_n_frames),
-                                           ("timestamps", timestamps)) if value is not None]
+                                           ("timestamps", timestamps), ("keyframes", keyframes or None))
+                  if value is not None]
         if len(chosen) > 1:
-            raise bad_request(f"give one of sample_fps, every_n_frames and timestamps, not {' and '.join(chosen)}")
+            raise bad_request(f"give one of sample_fps, every_n_frames, timestamps and keyframes, not "
+                              f"{' and '.join(chosen)}")
         if start is not None and end is not None and end <= start:
             raise bad_request(f"end ({end:g} s) must come after start ({start:g} s)")
         if max_frames is not None and max_frames > frame_limit:
@@ -51,136 +66,310 @@ class Sampling:
         if not chosen:
             sample_fps = 1.0
         return cls(sample_fps, every_n_frames, tuple(sorted(set(timestamps))) if timestamps else None,
-                   start or 0.0, end, max_frames or frame_limit)
+                   start or 0.0, end, max_frames or frame_limit, bool(keyframes))
 
 
 @dataclass(frozen=True)
 class SampledFrame:
-    """A frame to detect in: its index in presentation order and its presentation time; RGB pixels, or the error
-    that stands in its place."""
+    """A frame to detect in: its index in presentation order and its time; RGB pixels, or the error that stands in
+    its place (`rest_of_clip`: in place of every frame not yet answered, when the clip could not be read on)."""
 
     index: int
     time: float
     pixels: np.ndarray | None = None
     error: RequestError | None = None
+    rest_of_clip: bool = False
+
+
+@dataclass(frozen=True)
+class FrameIndex:
+    """A container's index of every frame, in decode order: each frame's decode time, and the keyframes' decode
+    times and positions (in the stream's time base)."""
+
+    decode_times: list[int]
+    keyframe_times: list[int]
+    keyframe_positions: list[int]
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    """A frame as the decoder gave it, not yet converted to RGB."""
+
+    index: int
+    time: float
+    frame: av.VideoFrame
+
+
+def codec_name(stream: av.video.stream.VideoStream) -> str:
+    """The stream's codec as FFmpeg names it (`av1`, not the decoder's `libdav1d`)."""
+    context = stream.codec_context
+    return context.codec.canonical_name if context is not None else "unknown"
 
 
 class Video:
-    """An opened clip (a file; removed when closed if `owned`); RequestError 400 when it cannot be opened."""
+    """An opened clip: a file, or a seekable binary file object (bytes in memory, an S3 object read by ranges).
 
-    def __init__(self, path: Path, source: str, owned: bool = True) -> None:
-        self.path, self.source, self.owned = path, source, owned
-        self.capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-        if not self.capture.isOpened():
-            self.close()
-            raise bad_request(f"{source} is not a video this server can open (no decodable video stream)")
-        get = self.capture.get
-        fourcc = int(get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode("ascii", "replace").strip("\x00 ")
-        fps, count = get(cv2.CAP_PROP_FPS), int(get(cv2.CAP_PROP_FRAME_COUNT))
-        self._last_interval = 0.0
-        self.info = ClipInfo(int(get(cv2.CAP_PROP_FRAME_WIDTH)), int(get(cv2.CAP_PROP_FRAME_HEIGHT)),
-                              fps if math.isfinite(fps) and fps > 0 else 0.0,
-                              count / fps if fps > 0 and count > 0 else 0.0, fourcc, max(count, 0))
+    RequestError 400 when it holds no video FFmpeg can read, 415 when its codec has no decoder here.
+    """
+
+    def __init__(self, media: Path | str | BinaryIO, source: str) -> None:
+        self.source = source
+        try:
+            self.container = av.open(str(media) if isinstance(media, Path) else media, metadata_errors="ignore")
+        except RequestError:
+            raise
+        except (av.FFmpegError, OSError, ValueError, EOFError) as error:
+            raise bad_request(f"{source} is not a video this server can open ({type(error).__name__})") from None
+        try:
+            self._open_stream()
+        except BaseException:
+            self.container.close()
+            raise
+
+    def _open_stream(self) -> None:
+        streams = self.container.streams.video
+        if not streams:
+            raise bad_request(f"{self.source} is not a video this server can open (no video stream)")
+        self.stream = stream = streams[0]
+        if stream.codec_context is None:
+            raise RequestError(415, f"{self.source}: its video codec ({codec_name(stream)}) has no decoder in this "
+                                    f"server's FFmpeg ({av.ffmpeg_version_info})")
+        self.time_base = stream.time_base
+        fps = float(stream.average_rate or stream.guessed_rate or 0)
+        self._interval = 1 / fps if fps > 0 else 0.5
+        self._last_interval = self._interval
+        self._keyframes = self._indexed_keyframes()
+        # an all-intra clip whose container indexes every frame: each frame is read and decoded alone
+        self._intra = self._keyframes is not None and stream.codec_context.codec.intra_only and \
+            len(self._keyframes.keyframe_positions) == len(self._keyframes.decode_times)
+        # frame threads hold frames back for a few packets; an intra frame read alone decodes at once on slices
+        stream.thread_type = "SLICE" if self._intra else "AUTO"
+        self._origin: int | None = None  # the first frame's presentation time: the clip's time 0
+        self._restart(anchor=0)
+        first = self._peek()
+        if first is None:
+            raise bad_request(f"{self.source} is not a video this server can open (no decodable frame)")
+        turns = ROTATIONS.get(round(first.frame.rotation), 0)
+        width, height = (first.frame.height, first.frame.width) if turns % 2 else (first.frame.width, first.frame.height)
+        if stream.duration:
+            duration = float(stream.duration * self.time_base)
+        else:
+            duration = max(0.0, (self.container.duration or 0) / av.time_base
+                           - float((self._origin - (stream.start_time or self._origin)) * self.time_base))
+        self.info = ClipInfo(width, height, fps, duration, codec_name(stream), max(stream.frames, 0))
+
+    def _indexed_keyframes(self) -> FrameIndex | None:
+        """The container's index, where it lists every frame; else None (the clip is read from the start)."""
+        entries = self.stream.index_entries
+        if not len(entries) or len(entries) != self.stream.frames:
+            return None
+        decode_times, keyframe_times, keyframe_positions = [], [], []
+        for position, entry in enumerate(entries):
+            decode_times.append(entry.timestamp)
+            if entry.is_keyframe:
+                keyframe_times.append(entry.timestamp)
+                keyframe_positions.append(position)
+        return FrameIndex(decode_times, keyframe_times, keyframe_positions)
+
+    # -- decoding, in presentation order, from the current position --
+
+    def _restart(self, anchor: int | None) -> None:
+        """Decode from here: `anchor` frames precede, in presentation order, the first packet read next (None: as
+        many as precede it in the index, found from its decode time)."""
+        self._anchor, self._seen, self._read, self._output, self._timed = anchor, [], 0, 0, True
+        self._decoder = self._decoded()
+        self._peeked: DecodedFrame | None = None
+        self._ended = False
+
+    def _decoded(self) -> Iterator[av.VideoFrame]:
+        """Every frame the decoder gives from the current position; the end of what decodes ends it (a clip cut
+        short ends there). An S3 failure while reading is raised."""
+        try:
+            for packet in self.container.demux(self.stream):
+                if packet.size:
+                    if self._anchor is None:  # the first packet after a seek: a keyframe, in the index
+                        self._anchor = bisect.bisect_left(self._keyframes.decode_times, packet.dts)
+                    self._read += 1
+                    if packet.pts is None:
+                        self._timed = False
+                    else:
+                        bisect.insort(self._seen, packet.pts)
+                yield from packet.decode()
+        except RequestError:
+            raise
+        except (av.FFmpegError, OSError, ValueError, EOFError):
+            return
+
+    def _decoded_frame(self, frame: av.VideoFrame) -> DecodedFrame:
+        """The frame with its index and time; the next to be taken (`_output` frames were taken before it)."""
+        pts = frame.pts if frame.pts is not None else frame.dts
+        if self._origin is None:
+            self._origin = pts or 0
+        if pts is None:  # no time at all: one interval after the frame before
+            pts = self._origin + round(self._interval / self.time_base) * (self._anchor + self._output)
+        index = self._anchor + (bisect.bisect_left(self._seen, pts) if self._timed else self._output)
+        return DecodedFrame(index, round(float((pts - self._origin) * self.time_base), 6), frame)
+
+    def _peek(self) -> DecodedFrame | None:
+        """The next frame the decoder gives, not yet taken; None at the end of the clip."""
+        if self._peeked is None and not self._ended:
+            frame = next(self._decoder, None)
+            if frame is None:
+                self._ended = True
+            else:
+                self._peeked = self._decoded_frame(frame)
+        return self._peeked
+
+    def _take(self) -> DecodedFrame:
+        frame = self._peek()
+        self._peeked = None
+        self._output += 1
+        return frame
+
+    def _seek_ahead(self, wanted: float) -> bool:
+        """Seek to the last keyframe at or before `wanted` (s) when it lies ahead of what has been read, so that the
+        frames between are neither read nor decoded; whether it did."""
+        index = self._keyframes
+        if index is None or not self._timed:
+            return False
+        goal = self._origin + math.floor(wanted / self.time_base)
+        k = bisect.bisect_right(index.keyframe_times, goal) - 1
+        if k <= 0 or index.keyframe_positions[k] <= self._anchor + self._read:
+            return False
+        for _ in range(2):  # a keyframe shown after `wanted` (B-frames delay it): the one before it
+            self.container.seek(goal, backward=True, any_frame=False, stream=self.stream)
+            self.stream.codec_context.flush_buffers()
+            self._restart(anchor=None)
+            first = self._peek()
+            if first is None or first.time <= wanted + TIME_TOLERANCE:
+                break
+            goal = first.frame.pts - 1
+        return True
+
+    def _rgb(self, decoded: DecodedFrame) -> np.ndarray:
+        pixels = decoded.frame.to_ndarray(format="rgb24")
+        turns = ROTATIONS.get(round(decoded.frame.rotation), 0)
+        return np.ascontiguousarray(np.rot90(pixels, turns) if turns else pixels)
+
+    # -- sampling --
 
     def close(self) -> None:
-        self.capture.release()
-        if self.owned:
-            self.path.unlink(missing_ok=True)
+        self.container.close()
 
     def frames(self, sampling: Sampling) -> Iterator[SampledFrame]:
         """The sampled frames in order, decoded as they are asked for; the clip is closed when they end (or when
-        the caller stops asking). A sampled time past the last frame that decodes is an error in its place."""
+        the caller stops asking). A sampled time past the last frame that decodes is an error in its place; a
+        failure to read on (S3) is one error standing for the rest."""
+        last = SampledFrame(0, 0.0)
         try:
-            yield from self._sampled(sampling)
+            for last in self._sampled(sampling):
+                yield last
+        except RequestError as error:
+            yield SampledFrame(last.index, last.time, error=error, rest_of_clip=True)
         finally:
             self.close()
 
     def _sampled(self, sampling: Sampling) -> Iterator[SampledFrame]:
+        if self._intra and not sampling.keyframes and sampling.every_n_frames != 1:
+            yield from self._intra_frames(sampling)
+        elif sampling.every_n_frames is not None or sampling.keyframes:
+            yield from self._in_order(sampling)
+        else:
+            yield from self._at_times(sampling)
+
+    def _intra_frames(self, sampling: Sampling) -> Iterator[SampledFrame]:
+        """An all-intra clip's sampled frames, each found in the index, read with one seek and decoded alone."""
+        times = [round(float((t - self._origin) * self.time_base), 6) for t in self._keyframes.decode_times]
         if sampling.every_n_frames is not None:
-            yield from self._every_nth(sampling)
-            return
-        targets = self._targets(sampling)
-        wanted = next(targets, None)
-        count = 0
-        previous: SampledFrame | None = None  # the last frame read: at or before `wanted`; pixels if it may be shown
-        for index, time in self._grabbed():
-            while wanted is not None and time > wanted:
-                if previous is None:  # the first frame comes after the first time: a player shows it from the start
-                    previous = self._retrieved(index, time)
-                yield self._shown(previous)
-                count += 1
-                wanted = next(targets, None) if count < sampling.max_frames else None
-            if wanted is None or (sampling.end is not None and time >= sampling.end):
-                break
-            previous = self._retrieved(index, time) if self._may_be_shown(time, wanted) else SampledFrame(index, time)
-        while wanted is not None and count < sampling.max_frames:  # the clip has no more frames
-            if previous is not None and wanted < previous.time + self._last_interval - TIME_TOLERANCE:
-                yield self._shown(previous)  # the last frame is on screen to the end of the clip
-            elif sampling.timestamps is not None or wanted < self.info.duration - TIME_TOLERANCE:
-                yield SampledFrame(previous.index + 1 if previous else 0, wanted, error=bad_request(
-                    f"{self.source} has no decodable frame at {wanted:.3f} s (the clip ends or is cut short before it)"))
-            else:
-                return  # every time the clip lasts is sampled
-            count += 1
-            wanted = next(targets, None)
-
-    def _every_nth(self, sampling: Sampling) -> Iterator[SampledFrame]:
-        """Frames 0, n, 2n … of the clip (counted from its first frame) from start to end, at most max_frames."""
-        count = 0
-        for index, time in self._grabbed():
-            if count >= sampling.max_frames or (sampling.end is not None and time >= sampling.end):
+            wanted = (times[p] for p in range(0, len(times), sampling.every_n_frames)
+                      if times[p] >= sampling.start - TIME_TOLERANCE and (
+                          sampling.end is None or times[p] < sampling.end - TIME_TOLERANCE))
+        else:
+            wanted = self._targets(sampling)
+        shown: SampledFrame | None = None
+        for count, t in enumerate(wanted):
+            if count >= sampling.max_frames:
                 return
-            if time >= sampling.start and index % sampling.every_n_frames == 0:
-                count += 1
-                yield self._retrieved(index, time)
+            position = max(0, bisect.bisect_right(times, t + TIME_TOLERANCE) - 1)
+            if position == len(times) - 1 and t >= times[-1] + self._interval - TIME_TOLERANCE:
+                if sampling.timestamps is None:
+                    return  # every time the clip lasts is sampled
+                yield SampledFrame(position + 1, t, error=bad_request(
+                    f"{self.source} has no frame at {t:.3f} s (the clip ends at {times[-1] + self._interval:.3f} s)"))
+                continue
+            if shown is None or shown.index != position:
+                shown = self._intra_frame(position, times[position])
+            yield shown
 
-    def _grabbed(self) -> Iterator[tuple[int, float]]:
-        """(index, presentation time in s) of each frame, decoded but not yet converted to pixels; keeps the gap
-        between the last two frames (how long the last is on screen)."""
-        index, before = -1, None
-        self._last_interval = self._interval()
-        while self.capture.grab():
-            index += 1
-            time = round(self.capture.get(cv2.CAP_PROP_POS_MSEC) / 1000, 6)
-            if before is not None and time > before:
-                self._last_interval = time - before
-            before = time
-            yield index, time
-
-    def _interval(self) -> float:
-        return 1 / self.info.fps if self.info.fps else 0.5
-
-    def _may_be_shown(self, time: float, wanted: float) -> bool:
-        """Whether a frame at `time` may be the last before `wanted` (within two frame intervals of it): only those
-        are converted to pixels as they pass; `_shown` decodes another one again."""
-        return wanted - time < 2 * self._interval()
-
-    def _shown(self, frame: SampledFrame) -> SampledFrame:
-        """The frame with its pixels: a frame a variable frame rate held longer than two intervals is decoded
-        again from the start of the clip (rare: it costs a second pass up to it)."""
-        if frame.pixels is not None or frame.error is not None:
-            return frame
-        again = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+    def _intra_frame(self, position: int, time: float) -> SampledFrame:
+        """One frame of an all-intra clip: a seek to it, its packet read and decoded."""
+        self.container.seek(self._keyframes.decode_times[position], backward=True, any_frame=False,
+                            stream=self.stream)
+        self.stream.codec_context.flush_buffers()
         try:
-            for _ in range(frame.index + 1):
-                if not again.grab():
-                    return replace(frame, error=bad_request(f"{self.source}: frame {frame.index} could not be decoded"))
-            ok, bgr = again.retrieve()
-        finally:
-            again.release()
-        if not ok or bgr is None:
-            return replace(frame, error=bad_request(f"{self.source}: frame {frame.index} could not be decoded"))
-        return replace(frame, pixels=np.ascontiguousarray(bgr[:, :, ::-1]))
+            for packet in self.container.demux(self.stream):
+                for frame in packet.decode():
+                    return SampledFrame(position, time, self._rgb(DecodedFrame(position, time, frame)))
+                if not packet.size:
+                    break
+        except RequestError:
+            raise
+        except (av.FFmpegError, OSError, ValueError, EOFError):
+            pass
+        return SampledFrame(position, time, error=bad_request(
+            f"{self.source}: frame {position} could not be decoded (the clip is cut short or damaged)"))
 
-    def _retrieved(self, index: int, time: float) -> SampledFrame:
-        ok, bgr = self.capture.retrieve()
-        if not ok or bgr is None:
-            return SampledFrame(index, time, error=bad_request(f"{self.source}: frame {index} could not be decoded"))
-        return SampledFrame(index, time, np.ascontiguousarray(bgr[:, :, ::-1]))
+    def _in_order(self, sampling: Sampling) -> Iterator[SampledFrame]:
+        """Frames 0, n, 2n … of the clip (counted from its first frame), or its keyframes, from start to end, at
+        most max_frames."""
+        if sampling.start > 0:
+            self._seek_ahead(sampling.start)
+        if sampling.keyframes:  # frames already in the decoder's threads still come out: `key_frame` tells them
+            self.stream.codec_context.skip_frame = "NONKEY"
+        count = 0
+        while count < sampling.max_frames and (frame := self._peek()) is not None:
+            self._take()
+            if sampling.end is not None and frame.time >= sampling.end - TIME_TOLERANCE:
+                return
+            if frame.time >= sampling.start - TIME_TOLERANCE and (frame.frame.key_frame if sampling.keyframes else
+                                                                  frame.index % sampling.every_n_frames == 0):
+                count += 1
+                yield SampledFrame(frame.index, frame.time, self._rgb(frame))
+
+    def _at_times(self, sampling: Sampling) -> Iterator[SampledFrame]:
+        count = 0
+        shown: SampledFrame | None = None  # the frame last shown, converted: a held frame is converted once
+        previous: DecodedFrame | None = None  # the last frame taken: at or before the sampled time
+        for wanted in self._targets(sampling):
+            if count >= sampling.max_frames:
+                return
+            if self._seek_ahead(wanted):
+                previous = None
+            while (following := self._peek()) is not None and following.time <= wanted + TIME_TOLERANCE:
+                if previous is not None and following.time > previous.time:
+                    self._last_interval = following.time - previous.time
+                previous = self._take()
+            if previous is None and following is not None:  # before the first frame: a player shows it from the start
+                candidate = following
+            elif previous is not None and (following is not None or
+                                           wanted < previous.time + self._last_interval - TIME_TOLERANCE):
+                candidate = previous  # the last frame stays on screen to the end of the clip
+            elif sampling.timestamps is None and wanted >= self.info.duration - TIME_TOLERANCE:
+                return  # every time the clip lasts is sampled
+            else:
+                index = previous.index + 1 if previous is not None else 0
+                yield SampledFrame(index, wanted, error=bad_request(
+                    f"{self.source} has no decodable frame at {wanted:.3f} s (the clip ends or is cut short before it)"))
+                count += 1
+                continue
+            if shown is None or shown.index != candidate.index:
+                shown = SampledFrame(candidate.index, candidate.time, self._rgb(candidate))
+            yield shown
+            count += 1
 
     def _targets(self, sampling: Sampling) -> Iterator[float]:
-        """The sampled times in order (not for every_n_frames, which picks by index): the timestamps asked for, or
-        every 1/sample_fps s from start to end (to the clip's last frame when no end is given)."""
+        """The sampled times in order: the timestamps asked for, or every 1/sample_fps s from start to end (to the
+        clip's last frame when no end is given)."""
         if sampling.timestamps is not None:
             yield from (t for t in sampling.timestamps if t >= sampling.start and (sampling.end is None or
                                                                                   t < sampling.end))

@@ -12,10 +12,12 @@ import tarfile
 
 import pytest
 from helpers import REPO
+from helpers.clips import encode, require_ffmpeg
 from helpers.matching import unmatched
 
 from deploy.archive import build_archive
-from deploy.model_dir import CODE_FILES, CODE_PACKAGES
+from deploy.model_dir import CODE_FILES, CODE_LIB_NAME, CODE_PACKAGES
+from deploy.vendor import pinned
 
 pytestmark = pytest.mark.production
 
@@ -26,16 +28,18 @@ ENTRY_POINTS = {"inference.py": {"sagemaker_inference"}, "ray_app.py": {"ray", "
 
 RUN_THE_HANDLER = """
 import json, sys
-model_dir, image = sys.argv[1], sys.argv[2]
+model_dir, image, clip = sys.argv[1], sys.argv[2], sys.argv[3]
 sys.path.insert(0, model_dir + "/code")
 import inference
 service = inference.model_fn(model_dir)
 body, content_type = inference.transform_fn(service, open(image, "rb").read(), "image/png", "application/json")
-import cv2, numpy, PIL, torch, torchvision
+answer, _ = inference.transform_fn(service, open(clip, "rb").read(), "video/mp2t", "application/json")
+import av, cv2, numpy, PIL, torch, torchvision
 print(json.dumps({"versions": {"python": sys.version.split()[0], "torch": torch.__version__,
                                "torchvision": torchvision.__version__, "numpy": numpy.__version__,
-                               "pillow": PIL.__version__, "opencv": cv2.__version__},
-                  "content_type": content_type, "result": json.loads(body)}))
+                               "pillow": PIL.__version__, "opencv": cv2.__version__, "av": av.__version__},
+                  "av": av.__file__, "content_type": content_type, "result": json.loads(body),
+                  "clip": json.loads(answer)}))
 """
 
 
@@ -65,7 +69,9 @@ def test_the_archive_installs_nothing_at_container_start(model_dir):
     """The toolkits pip-install code/requirements.txt at every start: in network isolation that fails."""
     assert not list(model_dir.rglob("requirements*.txt"))
     code = model_dir / "code"
-    known = set(sys.stdlib_module_names) | BOTH_IMAGES | set(CODE_PACKAGES)
+    carried = {path.name for path in (code / CODE_LIB_NAME).iterdir() if (path / "__init__.py").is_file()}
+    assert carried == {requirement.partition("==")[0] for requirement in pinned()}  # what code/lib carries: av
+    known = set(sys.stdlib_module_names) | BOTH_IMAGES | set(CODE_PACKAGES) | carried
     assert imported_modules(*(code / package for package in CODE_PACKAGES)) - known == set()
     assert set(ENTRY_POINTS) == set(CODE_FILES)
     for entry_point, its_image in ENTRY_POINTS.items():
@@ -76,14 +82,17 @@ def test_the_dockerfiles_copy_what_the_archive_holds():
     for dockerfile in ("Dockerfile.cpu", "Dockerfile.gpu"):
         text = (REPO / "docker" / dockerfile).read_text()
         copied = re.findall(r"^COPY (\S+) /opt/ml/code/", text, flags=re.MULTILINE)
-        assert copied == [*CODE_FILES, *CODE_PACKAGES], dockerfile
+        assert copied == [*CODE_FILES, *CODE_PACKAGES, "build/code-lib"], dockerfile
         assert "pip install" not in text and "requirements" not in text
 
 
-def test_the_archives_code_alone_gives_the_fixture_detections(model_dir, reference):
-    """Isolated mode (-I): nothing of this repository is importable but what the archive holds."""
+def test_the_archives_code_alone_gives_the_fixture_detections(model_dir, reference, tmp_path):
+    """Isolated mode (-I): nothing of this repository is importable but what the archive holds; a clip decodes with
+    the PyAV that code/lib carries."""
+    require_ffmpeg()
+    clip = encode(tmp_path / "clip.ts", width=320, height=180, rate="25", seconds=2)
     run = subprocess.run([sys.executable, "-I", "-c", RUN_THE_HANDLER, str(model_dir),
-                          str(reference / "coffee.png")], capture_output=True, text=True, timeout=300)
+                          str(reference / "coffee.png"), str(clip)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     answer = json.loads(run.stdout.splitlines()[-1])
     print("archive code ran on", answer["versions"])
@@ -92,3 +101,5 @@ def test_the_archives_code_alone_gives_the_fixture_detections(model_dir, referen
     assert answer["content_type"] == "application/json"
     assert (result["width"], result["height"]) == (expected["width"], expected["height"])
     assert expected["detections"] and unmatched(expected["detections"], result["detections"], 600, 400) == []
+    assert answer["av"].startswith(str(model_dir / "code" / CODE_LIB_NAME))
+    assert [f["frame"] for f in answer["clip"]["frames"]] == [0, 25] and answer["clip"]["codec"] == "h264"

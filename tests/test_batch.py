@@ -177,11 +177,27 @@ def test_cli_refuses_a_bad_sampling_option_with_the_usage(reference, tmp_path):
     assert result.returncode == 2 and "sample_fps" in result.stderr and result.stderr.startswith("usage:")
 
 
-def test_cli_over_a_minute_of_1080p_answers_a_frame_a_second(reference, tmp_path, minute_of_1080p):
+def test_cli_reads_every_container_in_place_and_refuses_a_binary_file_as_a_manifest(reference, tmp_path):
+    """AVCHD, MPEG-PS, AVI and MXF clips, each a line with its frames as ffprobe lists them; a file of another
+    name that is neither media nor text is a clear error, not a traceback."""
+    from helpers.clips import encode, keyframe_indices, require_ffmpeg
+
+    require_ffmpeg()
+    clips = [encode(tmp_path / "avchd.mts", rate="25", seconds=2, options=("-f", "mpegts", "-mpegts_m2ts_mode", "1")),
+             encode(tmp_path / "mpeg2.mpg", codec="mpeg2video", rate="25", seconds=2),
+             encode(tmp_path / "mpeg4.avi", codec="mpeg4", rate="25", seconds=2),
+             encode(tmp_path / "dnxhr.mxf", codec="dnxhd", rate="25", seconds=2, pix_fmt="yuv422p",
+                    options=("-profile:v", "dnxhr_lb"))]
     out = tmp_path / "out.jsonl"
-    result = run_cli(str(minute_of_1080p), "--weights", str(reference / "efficientdet-d0.pth"), "--sample-fps", "1",
+    result = run_cli(*map(str, clips), "--weights", str(reference / "efficientdet-d0.pth"), "--keyframes",
                      "--out", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
-    [video] = (json.loads(line) for line in out.read_text().splitlines())
-    assert [f["frame"] for f in video["frames"]] == list(range(0, 1800, 30))
-    assert [f["time"] for f in video["frames"]] == pytest.approx(list(range(60)), abs=1e-3)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["source"] for line in lines] == [str(clip) for clip in clips]
+    for clip, line in zip(clips, lines):
+        assert [f["frame"] for f in line["frames"]] == keyframe_indices(clip), clip.name
+    blob = tmp_path / "footage.bin"
+    blob.write_bytes(bytes(range(256)) * 8)
+    refused = run_cli(str(blob), "--weights", str(reference / "efficientdet-d0.pth"))
+    assert refused.returncode == 2 and "neither an image, a video nor a manifest" in refused.stderr
+    assert "Traceback" not in refused.stderr

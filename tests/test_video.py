@@ -20,7 +20,7 @@ from PIL import Image
 from efficientdet import Detector
 from request_handling.bodies import EntryRequest, parse_request
 from request_handling.errors import RequestError
-from request_handling.media import is_video, other_container
+from request_handling.media import is_video, video_container
 from request_handling.service import DetectionService
 from request_handling.settings import Settings
 from request_handling.video import Sampling, Video
@@ -42,6 +42,9 @@ def clips(tmp_path_factory):
         "avi": encode(folder / "mpeg4.avi", codec="mpeg4", seconds=1),
     }
     made["rotated"] = rotated(h264, folder / "rotated.mp4")
+    matroska = encode(folder / "h264.mkv", seconds=1)  # its codec id renamed to one no FFmpeg knows
+    made["unknown codec"] = folder / "unknown.mkv"
+    made["unknown codec"].write_bytes(matroska.read_bytes().replace(b"V_MPEG4/ISO/AVC", b"V_QUUX4/ISO/AVC", 1))
     made["cut"] = cut_short(h264, folder / "cut.mp4")
     return made
 
@@ -49,14 +52,14 @@ def clips(tmp_path_factory):
 def sampled(path, **options):
     sampling = Sampling.of(options.get("sample_fps"), options.get("every_n_frames"), options.get("timestamps"),
                            options.get("start"), options.get("end"), options.get("max_frames"), 1000)
-    return list(Video(path, path.name, owned=False).frames(sampling))
+    return list(Video(path, path.name).frames(sampling))
 
 
 def test_a_clip_is_told_by_its_bytes_not_its_name(clips):
     assert is_video(clips["h264"].read_bytes()[:16]) and is_video(clips["vp9"].read_bytes()[:16])
-    assert other_container(clips["avi"].read_bytes()[:192]) == "AVI"
+    assert video_container(clips["avi"].read_bytes()[:200]) == "AVI"
     jpeg = encode_image(gradient(), "JPEG")
-    assert not is_video(jpeg[:16]) and other_container(jpeg[:192]) is None
+    assert not is_video(jpeg[:200]) and video_container(jpeg[:200]) is None
 
 
 @pytest.mark.parametrize("clip, fps", [("h264", 1), ("h265", 1), ("vp9", 2), ("vfr", 2.5), ("vfr", 7)])
@@ -94,7 +97,7 @@ def test_a_sampled_frame_matches_ffmpegs_own_decode_of_it(clips, tmp_path):
 
 
 def test_a_rotated_phone_clip_is_detected_upright(clips):
-    video = Video(clips["rotated"], "rotated.mp4", owned=False)
+    video = Video(clips["rotated"], "rotated.mp4")
     assert (video.info.width, video.info.height) == (360, 640)
     frames = list(video.frames(Sampling.of(None, None, (1.0,), None, None, None, 1000)))
     assert frames[0].pixels.shape == (640, 360, 3)
@@ -110,12 +113,12 @@ def test_a_clip_cut_short_answers_the_frames_it_has_and_an_error_in_place_of_the
     assert all(f.error.status_code == 400 and "cut short" in f.error.message for f in frames[len(good):])
 
 
-def test_what_cannot_be_opened_is_400_and_its_file_is_removed(tmp_path):
+def test_what_cannot_be_opened_is_400(tmp_path):
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 500)
     with pytest.raises(RequestError) as raised:
         Video(junk, "junk.mp4")
-    assert raised.value.status_code == 400 and "not a video" in raised.value.message and not junk.exists()
+    assert raised.value.status_code == 400 and "not a video" in raised.value.message
 
 
 @pytest.mark.parametrize("options, status, words", [
@@ -211,14 +214,15 @@ def test_custom_attributes_sample_a_raw_clip_and_the_rekognition_format(toolkit,
 
 
 @pytest.mark.parametrize("name, content_type, status, words", [
-    ("avi", "video/x-msvideo", 415, "unsupported content type"),
-    ("avi", "image/jpeg", 415, "AVI"),
     ("junk", "video/mp4", 400, "not a decodable image"),
+    ("matroska junk", "video/x-matroska", 400, "not a video this server can open"),
+    ("unknown codec", "video/x-matroska", 415, "has no decoder"),
     ("large", "video/mp4", 413, "MAX_VIDEO_BYTES=2000000"),
     ("sampling", "video/mp4", 400, "sample_fps"),
 ])
 def test_bad_videos_get_their_status(toolkit, clips, tmp_path, name, content_type, status, words):
-    body = {"avi": clips["avi"].read_bytes(), "junk": b"not a video at all" * 10,
+    body = {"junk": b"not a video at all" * 10, "matroska junk": b"\x1a\x45\xdf\xa3" + b"junk" * 100,
+            "unknown codec": clips["unknown codec"].read_bytes(),
             "large": clips["h264"].read_bytes() + b"\x00" * 2_000_000, "sampling": clips["h264"].read_bytes()}[name]
     headers = {"X-Amzn-SageMaker-Custom-Attributes": "sample_fps=0"} if name == "sampling" else None
     response = toolkit.invoke(body, content_type, headers=headers)
@@ -246,7 +250,7 @@ def test_a_clip_as_a_json_lines_entry_under_the_batch_transform_settings(s3_serv
     assert response.status == 200
     video, image = (json.loads(line) for line in response.body.splitlines())
     times = frame_times(clips["h264"])
-    assert "error" not in video and [f["frame"] for f in video["frames"]] == [shown_at(times, t) for t in range(5)]
+    assert "error" not in video and [f["frame"] for f in video["frames"]] == [shown_at(times, t) for t in range(6)]
     assert image["source"].endswith("still.png") and len(image["detections"]) == 2
 
 
@@ -258,10 +262,11 @@ def test_a_sampling_that_picks_no_frame_fails_the_entry_saying_why(service, clip
 
 def test_a_webp_image_is_no_avi_though_both_are_riff_files():
     webp = encode_image(gradient(), "WEBP")
-    assert webp[:4] == b"RIFF" and other_container(webp[:192]) is None and not is_video(webp[:16])
+    assert webp[:4] == b"RIFF" and video_container(webp[:200]) is None and not is_video(webp[:16])
 
 
 def test_a_small_gif_is_no_transport_stream_though_both_start_with_g():
     gif = encode_image(Image.new("L", (1, 1)), "GIF")
-    assert len(gif) < 189 and gif[:1] == b"G" and other_container(gif[:192]) is None
-    assert other_container((b"\x47" + b"\x00" * 187) * 2) == "MPEG transport stream"
+    assert len(gif) < 189 and gif[:1] == b"G" and video_container(gif[:200]) is None
+    assert video_container((b"\x47" + b"\x00" * 187) * 2) == "MPEG transport stream"
+    assert video_container((b"\x00" * 4 + b"\x47" + b"\x00" * 187) * 2) == "M2TS"

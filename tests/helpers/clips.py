@@ -1,6 +1,5 @@
-"""Video clips for tests, made with FFmpeg's command-line tools (Debian's `ffmpeg`, which `make test` installs):
-H.264 and H.265 at a constant frame rate, a variable frame rate, a phone clip rotated by its metadata, one cut
-short, VP9 in WebM, and an AVI; what `ffprobe` says of each frame."""
+"""Video clips for tests, made with FFmpeg's command-line tools (Debian's `ffmpeg`, which `make test` installs), in
+every container and codec stock footage arrives in, and what `ffprobe` says of each frame."""
 
 from __future__ import annotations
 
@@ -20,13 +19,15 @@ def require_ffmpeg() -> None:
 
 
 def encode(out: Path, *, width: int = 640, height: int = 360, rate: str = "30000/1001", seconds: float = 5,
-           codec: str = "libx264", options: tuple[str, ...] = (), filters: str | None = None) -> Path:
-    """A test-pattern clip (moving, so that frames differ), with the index at the front of MP4 files."""
+           codec: str = "libx264", options: tuple[str, ...] = (), filters: str | None = None,
+           pix_fmt: str = "yuv420p") -> Path:
+    """A test-pattern clip (moving, so that frames differ), with the index at the front of MP4 files; the
+    container from the file's suffix (or a `-f` in `options`)."""
     command = ["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi",
                "-i", TEST_PATTERN.format(width=width, height=height, rate=rate, seconds=seconds)]
     if filters:
         command += ["-vf", filters]
-    command += ["-c:v", codec, "-pix_fmt", "yuv420p", *options]
+    command += ["-c:v", codec, "-pix_fmt", pix_fmt, *options]
     if out.suffix in (".mp4", ".mov"):
         command += ["-movflags", "+faststart"]
     subprocess.run([*command, str(out)], check=True, timeout=600)
@@ -51,12 +52,28 @@ def cut_short(source: Path, out: Path, keep: float = 0.5) -> Path:
     return out
 
 
-def frame_times(path: Path) -> list[float]:
-    """Each frame's presentation time in seconds, in presentation order, as ffprobe reports it."""
+def probed_frames(path: Path) -> list[tuple[float, bool]]:
+    """(presentation time in seconds counted from the first frame, whether a keyframe) of each frame, in
+    presentation order, as ffprobe reports it."""
     run = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
-                          "frame=best_effort_timestamp_time", "-of", "csv=p=0", str(path)],
+                          "frame=best_effort_timestamp_time,key_frame", "-of", "csv=p=0", str(path)],
                          check=True, capture_output=True, text=True, timeout=300)
-    return [float(line.strip().strip(",")) for line in run.stdout.splitlines() if line.strip().strip(",")]
+    frames = []
+    for line in run.stdout.splitlines():
+        key, _, time = line.strip().strip(",").partition(",")
+        if time and time != "N/A":
+            frames.append((float(time), key == "1"))
+    return [(round(time - frames[0][0], 6), key) for time, key in frames]
+
+
+def frame_times(path: Path) -> list[float]:
+    """Each frame's presentation time in seconds, counted from the first frame, in presentation order."""
+    return [time for time, _ in probed_frames(path)]
+
+
+def keyframe_indices(path: Path) -> list[int]:
+    """The presentation-order indices of the keyframes, as ffprobe reports them."""
+    return [index for index, (_, key) in enumerate(probed_frames(path)) if key]
 
 
 def shown_at(times: list[float], wanted: float) -> int:

@@ -1,0 +1,136 @@
+"""Clips as stock footage arrives: every container and codec contributors upload, decoded by PyAV, each sampled
+frame the one ffprobe lists at its time, and only what the sampling needs read and decoded."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from helpers import USER_BUCKET
+from helpers.clips import encode, frame_times, keyframe_indices, require_ffmpeg, shown_at
+from helpers.toolkit import Toolkit
+
+from request_handling.media import RANGED_READ_AHEAD, fetch_media, video_container
+from request_handling.video import Sampling, Video
+
+pytestmark = pytest.mark.production
+
+# name: (file, codec, pixel format, extra options); each 3 s at 25 frames/s unless said
+CLIPS = {
+    "ProRes 422 HQ in MOV": ("prores.mov", "prores_ks", "yuv422p10le", ("-profile:v", "3")),
+    "DNxHR in MXF": ("dnxhr.mxf", "dnxhd", "yuv422p", ("-profile:v", "dnxhr_lb")),
+    "AVCHD H.264 in M2TS": ("avchd.mts", "libx264", "yuv420p", ("-f", "mpegts", "-mpegts_m2ts_mode", "1")),
+    "H.264 in MPEG-TS": ("h264.ts", "libx264", "yuv420p", ("-bf", "2")),
+    "MPEG-2 in MPEG-PS": ("mpeg2.mpg", "mpeg2video", "yuv420p", ("-bf", "2")),
+    "MPEG-4 in AVI": ("mpeg4.avi", "mpeg4", "yuv420p", ("-bf", "2")),
+    "HEVC 10-bit in MP4": ("hevc10.mp4", "libx265", "yuv420p10le",
+                           ("-tag:v", "hvc1", "-x265-params", "log-level=error:keyint=12")),
+    "AV1 in WebM": ("av1.webm", "libaom-av1", "yuv420p", ("-cpu-used", "8", "-g", "12")),
+    "H.264 long GOP in Matroska": ("h264.mkv", "libx264", "yuv420p", ("-g", "50")),
+}
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    require_ffmpeg()
+    folder = tmp_path_factory.mktemp("containers")
+    return {name: encode(folder / file, codec=codec, rate="25", seconds=3, pix_fmt=pix_fmt, options=options)
+            for name, (file, codec, pix_fmt, options) in CLIPS.items()}
+
+
+def sampled(media, **options) -> list:
+    sampling = Sampling.of(options.get("sample_fps"), options.get("every_n_frames"), options.get("timestamps"),
+                           options.get("start"), options.get("end"), options.get("max_frames"), 1000,
+                           options.get("keyframes"))
+    return list(Video(media, "clip").frames(sampling))
+
+
+@pytest.mark.parametrize("name", list(CLIPS))
+def test_every_container_answers_its_frames_as_ffprobe_lists_them(made, name):
+    """Times from the clip's first frame, whatever the container's start offset (MPEG-TS starts at 1.4 s)."""
+    clip = made[name]
+    assert video_container(clip.read_bytes()[:200]) is not None
+    times = frame_times(clip)
+    frames = sampled(clip, sample_fps=2)
+    wanted = [k / 2 for k in range(len(frames))]
+    assert len(frames) == 6 and all(f.error is None and f.pixels.shape == (360, 640, 3) for f in frames)
+    assert [f.index for f in frames] == [shown_at(times, t) for t in wanted]
+    assert [f.time for f in frames] == pytest.approx([times[shown_at(times, t)] for t in wanted], abs=1e-3)
+
+
+@pytest.mark.parametrize("name", ["ProRes 422 HQ in MOV", "HEVC 10-bit in MP4", "H.264 long GOP in Matroska",
+                                  "MPEG-4 in AVI"])
+def test_a_seek_gives_the_pixels_of_decoding_every_frame(made, name):
+    """Sparse timestamps (a seek to each where the container indexes every frame) give the same frames, pixel for
+    pixel, as decoding the clip from its start; the HEVC clip's GOPs are open (its leading frames need the GOP
+    before)."""
+    clip = made[name]
+    every = sampled(clip, every_n_frames=1)
+    picked = sampled(clip, timestamps=[2.5, 0.3, 1.44, 1.45])
+    times = frame_times(clip)
+    assert [f.index for f in picked] == [shown_at(times, t) for t in (0.3, 1.44, 1.45, 2.5)]
+    for frame in picked:
+        assert np.array_equal(frame.pixels, every[frame.index].pixels), frame.index
+
+
+def test_an_all_intra_clip_decodes_one_frame_a_sample(made, monkeypatch):
+    decoded = []
+    real_rgb = Video._rgb
+    monkeypatch.setattr(Video, "_rgb", lambda self, frame: decoded.append(frame.index) or real_rgb(self, frame))
+    frames = sampled(made["ProRes 422 HQ in MOV"], timestamps=[0.5, 1.5, 2.5])
+    assert [f.index for f in frames] == decoded == [12, 37, 62]
+
+
+def test_keyframes_sampling_answers_the_keyframes_ffprobe_lists(made):
+    clip = made["H.264 long GOP in Matroska"]
+    frames = sampled(clip, keyframes=True)
+    assert [f.index for f in frames] == keyframe_indices(clip) == [0, 50]
+    assert [f.index for f in sampled(clip, keyframes=True, start=1.0)] == [50]
+
+
+def test_an_s3_master_is_read_by_ranges_only_where_it_is_sampled(s3_server, tmp_path):
+    """An all-intra master from S3 at three timestamps: a seek each, and only the ranges around them fetched."""
+    require_ffmpeg()
+    master = encode(tmp_path / "master.mov", codec="prores_ks", rate="25", seconds=20, pix_fmt="yuv422p10le",
+                    options=("-profile:v", "3"))
+    s3_server.put(USER_BUCKET, "videos/master.mov", master.read_bytes())
+    reader = fetch_media(s3_server.client(), USER_BUCKET, "videos/master.mov", 10_000_000, 1 << 30)
+    frames = sampled(reader, timestamps=[3.0, 10.0, 17.0])
+    assert [f.index for f in frames] == [75, 250, 425] and all(f.error is None for f in frames)
+    size = master.stat().st_size
+    assert reader.fetched <= 3 * 2 * RANGED_READ_AHEAD[0] + 4 * size // 100, (reader.fetched, size)
+
+
+def test_a_clip_read_past_max_video_bytes_answers_what_it_has_and_a_413(s3_server, tmp_path):
+    require_ffmpeg()
+    master = encode(tmp_path / "master.mov", codec="prores_ks", rate="25", seconds=8, pix_fmt="yuv422p10le",
+                    options=("-profile:v", "3"))
+    s3_server.put(USER_BUCKET, "videos/limited.mov", master.read_bytes())
+    limit = master.stat().st_size // 3
+    reader = fetch_media(s3_server.client(), USER_BUCKET, "videos/limited.mov", 10_000_000, limit)
+    frames = sampled(reader, every_n_frames=1)
+    assert frames[-1].rest_of_clip and frames[-1].error.status_code == 413
+    assert f"MAX_VIDEO_BYTES={limit}" in frames[-1].error.message and 0 < len(frames) < 200
+
+
+def test_a_clip_sent_inline_in_any_container_through_the_toolkit(made, reference_model_dir):
+    toolkit = Toolkit(reference_model_dir)
+    for name in ("MPEG-4 in AVI", "DNxHR in MXF", "AVCHD H.264 in M2TS"):
+        response = toolkit.invoke(made[name].read_bytes(), "application/x-image",
+                                  headers={"X-Amzn-SageMaker-Custom-Attributes": "keyframes=true,max_detections=1"})
+        assert response.status == 200, (name, response.body[:300])
+        answer = response.json()
+        assert [f["frame"] for f in answer["frames"]] == keyframe_indices(made[name])[:len(answer["frames"])]
+
+
+def test_keyframes_conflicts_with_the_other_samplings():
+    with pytest.raises(Exception, match="not sample_fps and keyframes"):
+        Sampling.of(1.0, None, None, None, None, None, 1000, True)
+
+
+def test_bytes_in_memory_open_as_a_clip(made):
+    clip = made["H.264 in MPEG-TS"]
+    assert [f.index for f in sampled(io.BytesIO(clip.read_bytes()), sample_fps=1)] == [0, 25, 50]
+    assert json.dumps([f.time for f in sampled(clip, sample_fps=1)]) == "[0.0, 1.0, 2.0]"
