@@ -24,7 +24,7 @@ from .runtimes import bench_runtimes, runtimes_markdown
 from .samples import SAMPLE, default_checkpoint
 from .served import bench_server, served_markdown
 from .servers import bench_servers, servers_markdown
-from .video import bench_large_clip, bench_video, large_clip_markdown, video_markdown
+from .video import bench_video, video_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,8 +40,6 @@ def markdown(results: dict) -> str:
     lines += decoding_markdown(results)
     if results.get("video"):
         lines += video_markdown(results["video"])
-    if results.get("large_clip"):
-        lines += large_clip_markdown(results["large_clip"])
     return "\n".join(lines)
 
 
@@ -59,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="rounds of (g), ours against ONNX Runtime and OpenVINO (0: skip)")
     parser.add_argument("--skip-server", action="store_true")
     parser.add_argument("--skip-servers", action="store_true", help="skip TorchServe against Ray Serve")
-    parser.add_argument("--video-seconds", type=int, default=60, help="length of the 1080p clip of (f) (0: skip)")
-    parser.add_argument("--large-clip-gb", type=float, default=0,
-                        help="(f′) also read a clip of this many GB from S3 and report the request's peak memory")
+    parser.add_argument("--video-seconds", type=int, default=60,
+                        help="length of (f)'s 1080p clips; its long clip lasts ten times as long (0: skip)")
+    parser.add_argument("--video-rounds", type=int, default=2, help="interleaved rounds of (f)'s PyAV ÷ OpenCV")
     parser.add_argument("--json", default=str(REPO / "build" / "bench" / "results.json"))
     args = parser.parse_args(argv)
     if args.untrained and args.checkpoint:
@@ -78,9 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         results["reduced_decode"] = bench_reduced_decode(modes["fast"], args.rounds_extras)
         results["letterbox"] = bench_letterbox(modes["fast"].input_size, 4 * args.rounds_extras)
     if args.video_seconds:
-        results["video"] = bench_video(modes["fast"], args.video_seconds, rounds=2)
-    if args.large_clip_gb:
-        results["large_clip"] = bench_large_clip(modes["fast"], args.large_clip_gb)
+        results["video"] = bench_video(modes["fast"], args.video_seconds, rounds=args.video_rounds)
     if not args.skip_server:
         results["server"] = bench_server(args.coef, args.checkpoint, args.server_rounds, args.batch)
     if not args.skip_server and not args.skip_servers:

@@ -1,109 +1,197 @@
-"""(f) a video through the service: a 1080p H.264 clip sampled at one frame a second, frames/s end to end and the
-time per stage (decode, which includes reading past the frames not sampled; pre-process, network, NMS), and the
-most memory the request allocated, in frames' worth."""
+"""(f) clips through the service, one row per kind of clip stock footage arrives as: frames/s, seconds, the bytes
+read (of an S3 object), and the request's peak memory (Python's allocations, which hold the decoded frames, and the
+process's resident growth, which holds FFmpeg's). The 1080p H.264 clip is also run through today's OpenCV decoder,
+interleaved with PyAV's, with the two cores' limit beside it: decode and network CPU time added and halved."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
+import psutil
+
+import request_handling.media
 from efficientdet import Detector
 from request_handling.bodies import EntryRequest
 from request_handling.service import DetectionService
 from request_handling.settings import Settings
+from request_handling.video import Sampling, Video
 
 from . import environment
+from .opencv_video import opened
 
-CLIP = "testsrc2=size=1920x1080:rate=30:duration={seconds}"
+PATTERN = "testsrc2=size={size}:rate={rate}:duration={seconds}"
+NOISE = "nullsrc=s={size}:r={rate}:d={seconds},geq=random(1)*255:128:128"  # grain: an encoder's bits go to detail
 
 
-def encoded_clip(folder: Path, seconds: int) -> Path:
-    """A 1080p H.264 clip at 30 frames/s as an encoder's fast preset writes it (B-frames), made with ffmpeg."""
-    out = folder / "clip.mp4"
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", CLIP.format(seconds=seconds),
-                    "-c:v", "libx264", "-preset", "veryfast", "-crf", "28", "-pix_fmt", "yuv420p", str(out)],
-                   check=True, timeout=900)
+def encoded(out: Path, size: str, rate: int, seconds: int, codec: tuple[str, ...], grain: bool = True) -> Path:
+    """A moving test pattern (with grain, so that it costs a camera's bits) encoded by ffmpeg."""
+    inputs = ["-f", "lavfi", "-i", PATTERN.format(size=size, rate=rate, seconds=seconds)]
+    if grain:
+        inputs += ["-f", "lavfi", "-i", NOISE.format(size=size, rate=rate, seconds=seconds), "-filter_complex",
+                   "[0][1]blend=all_mode=overlay:all_opacity=0.25"]
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", *inputs, *codec, str(out)], check=True, timeout=1800)
     return out
 
 
-def bench_video(detector: Detector, seconds: int, rounds: int) -> dict | None:
-    """The clip inline at sample_fps=1, `rounds` times (the fastest reported) and once more with tracemalloc
-    tracing every allocation for the peak; None where ffmpeg is missing."""
+H264_10MBPS = ("-c:v", "libx264", "-preset", "veryfast", "-b:v", "10M", "-maxrate", "10M", "-bufsize", "20M",
+               "-pix_fmt", "yuv420p", "-movflags", "+faststart")
+PRORES_HQ = ("-c:v", "prores_ks", "-profile:v", "3", "-pix_fmt", "yuv422p10le")
+H264_720P = ("-c:v", "libx264", "-preset", "ultrafast", "-crf", "23", "-pix_fmt", "yuv420p", "-movflags", "+faststart")
+
+
+class PeakMemory:
+    """Python's peak allocation (tracemalloc) and the process's resident growth (sampled) while inside."""
+
+    def __enter__(self) -> PeakMemory:
+        self.process = psutil.Process()
+        self.base = self.rss_peak = self.process.memory_info().rss
+        self.running = True
+        self.sampler = threading.Thread(target=self._sample, daemon=True)
+        tracemalloc.start()
+        self.sampler.start()
+        return self
+
+    def _sample(self) -> None:
+        while self.running:
+            self.rss_peak = max(self.rss_peak, self.process.memory_info().rss)
+            time.sleep(0.01)
+
+    def __exit__(self, *exc) -> None:
+        self.allocated = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        self.running = False
+        self.sampler.join()
+        self.resident_growth = self.rss_peak - self.base
+
+
+def timed_request(service: DetectionService, request: EntryRequest, memory: bool = False) -> dict:
+    """One request through the service: seconds, frames, stage timings, and (with `memory`) its peak memory."""
+    tracker = PeakMemory() if memory else None
+    start = time.perf_counter()
+    if tracker:
+        with tracker:
+            prediction = service.predict([request], several=False)
+    else:
+        prediction = service.predict([request], several=False)
+    elapsed = time.perf_counter() - start
+    [clip] = prediction.results
+    frames = len(getattr(clip, "frames", []))
+    row = {"seconds": elapsed, "frames": frames, "frames_per_s": frames / elapsed if elapsed else 0.0,
+           "error": getattr(clip, "error", None) is not None or not hasattr(clip, "frames"),
+           "stages_s": dict(prediction.timings)}
+    if tracker:
+        size = clip.info.width * clip.info.height * 3
+        row |= {"peak_allocated_mb": tracker.allocated / 1e6, "peak_in_frames": tracker.allocated / size,
+                "resident_growth_mb": tracker.resident_growth / 1e6}
+    return row
+
+
+def decode_only(media: Callable[[], object], sampling: Sampling, decoder=Video) -> float:
+    """Seconds to decode the sampled frames alone (no detection)."""
+    start = time.perf_counter()
+    for _ in decoder(media(), "clip").frames(sampling):
+        pass
+    return time.perf_counter() - start
+
+
+def bench_video(detector: Detector, seconds: int, rounds: int, master: bool = True) -> dict | None:
+    """Every clip kind of (f); None where ffmpeg is missing. `rounds` of the H.264 comparison, interleaved."""
     if shutil.which("ffmpeg") is None:
         return None
+    service = DetectionService(detector, Settings(batch_size=1, request_timeout=3600, max_video_frames=10_000))
+    rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as folder:
-        data = encoded_clip(Path(folder), seconds).read_bytes()
-    service = DetectionService(detector, Settings(batch_size=1, request_timeout=600))
-    request = EntryRequest(inline=data, sample_fps=1.0)
-    runs = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        prediction = service.predict([request], several=False)
-        runs.append((time.perf_counter() - start, prediction))
-    elapsed, prediction = min(runs, key=lambda run: run[0])
-    tracemalloc.start()
-    service.predict([request], several=False)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    [video] = prediction.results
-    frame_bytes = video.info.width * video.info.height * 3
-    frames = len(video.frames)
-    return {"clip": f"{seconds} s 1080p H.264 at 30 frames/s, {len(data) / 1e6:.1f} MB", "frames": frames,
-            "seconds": elapsed, "frames_per_s": frames / elapsed,
-            "stages_ms_per_frame": {stage: 1000 * s / frames for stage, s in prediction.timings.items()},
-            "peak_allocated_mb": peak / 1e6, "peak_in_frames": peak / frame_bytes}
+        folder = Path(folder)
+        h264 = encoded(folder / "h264.mp4", "1920x1080", 30, seconds, H264_10MBPS)
+        data = h264.read_bytes()
+        per_second = EntryRequest(inline=data, sample_fps=1.0)
+        pyav, opencv = [], []
+        for _ in range(rounds):
+            pyav.append(timed_request(service, per_second))
+            with patched(request_handling.media, "Video", opened):
+                opencv.append(timed_request(service, per_second))
+        best = min(pyav, key=lambda row: row["seconds"])
+        old = min(opencv, key=lambda row: row["seconds"])
+        sampling = Sampling(sample_fps=1.0)
+        decode = decode_only(lambda: h264, sampling)
+        network = sum(best["stages_s"].get(stage, 0.0) for stage in ("preprocess", "network", "nms"))
+        rows["1080p H.264 10 Mb/s, sample_fps=1"] = best | timed_request(service, per_second, memory=True) | {
+            "seconds": best["seconds"], "clip_mb": len(data) / 1e6, "opencv_seconds": old["seconds"],
+            "speedup": old["seconds"] / best["seconds"], "decode_alone_s": decode, "detect_alone_s": network,
+            "two_core_limit_s": (decode + network) / 2,
+            "opencv_decode_alone_s": decode_only(lambda: h264, sampling, decoder=opened)}
+        rows["1080p H.264 10 Mb/s, keyframes"] = timed_request(
+            service, EntryRequest(inline=data, keyframes=True), memory=True) | {"clip_mb": len(data) / 1e6}
+        long = 10 * seconds  # ten minutes by default
+        ten_minutes = encoded(folder / "long.mp4", "1280x720", 30, long, H264_720P, grain=False)
+        rows[f"{long} s 720p H.264, three timestamps"] = timed_request(service, EntryRequest(
+            inline=ten_minutes.read_bytes(), timestamps=(0.1025 * long, 0.5 * long, 0.912 * long)), memory=True) | {
+            "clip_mb": ten_minutes.stat().st_size / 1e6}
+        ten_minutes.unlink()
+        if master:
+            rows["ProRes 422 HQ 1080p25 master from S3, sample_fps=1"] = bench_master(service, folder, seconds)
+    return {"clip_seconds": seconds, "rows": rows}
+
+
+def bench_master(service: DetectionService, folder: Path, seconds: int) -> dict:
+    """An all-intra master read from S3 (SeaweedFS on loopback) by byte ranges: the share of its bytes read."""
+    from localrun.s3server import SeaweedS3
+
+    master = encoded(folder / "master.mov", "1920x1080", 25, seconds, PRORES_HQ)
+    size = master.stat().st_size
+    with SeaweedS3() as s3:
+        client = s3.client()
+        client.create_bucket(Bucket="bench-videos")
+        client.upload_file(str(master), "bench-videos", "master.mov")
+        master.unlink()
+        fetched = []
+        real_fetch = request_handling.media.fetch_media
+
+        def counting_fetch(*args):
+            reader = real_fetch(*args)
+            fetched.append(reader)
+            return reader
+
+        with environment(**s3.env()), patched(request_handling.media, "fetch_media", counting_fetch):
+            row = timed_request(service, EntryRequest("bench-videos", "master.mov", sample_fps=1.0), memory=True)
+    read = sum(getattr(reader, "fetched", 0) for reader in fetched)
+    return row | {"clip_mb": size / 1e6, "read_mb": read / 1e6, "read_share": read / size}
+
+
+class patched:
+    """`owner.name` replaced by `value` while inside."""
+
+    def __init__(self, owner, name: str, value) -> None:
+        self.owner, self.name, self.value = owner, name, value
+
+    def __enter__(self) -> None:
+        self.saved = getattr(self.owner, self.name)
+        setattr(self.owner, self.name, self.value)
+
+    def __exit__(self, *exc) -> None:
+        setattr(self.owner, self.name, self.saved)
 
 
 def video_markdown(result: dict) -> list[str]:
-    stages = result["stages_ms_per_frame"]
-    return ["", "| video, sample_fps=1 | frames | seconds | frames/s | decode ms/frame | pre-process | network | NMS "
-                "| peak allocated |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-            f"| {result['clip']} | {result['frames']} | {result['seconds']:.1f} | {result['frames_per_s']:.2f} | "
-            f"{stages.get('decode', 0):.0f} | {stages.get('preprocess', 0):.1f} | {stages.get('network', 0):.0f} | "
-            f"{stages.get('nms', 0):.1f} | {result['peak_allocated_mb']:.0f} MB ({result['peak_in_frames']:.1f} "
-            "frames) |"]
-
-
-def bench_large_clip(detector: Detector, gigabytes: float) -> dict | None:
-    """(f′) a clip of at least `gigabytes` GB read from S3 (SeaweedFS on loopback) at one frame a second: the most
-    memory the request allocated (tracemalloc, every allocation), against one decoded frame's size. The clip is
-    uploaded from disk and streamed by the service to a temporary file; None where ffmpeg is missing."""
-    if shutil.which("ffmpeg") is None:
-        return None
-    from localrun.s3server import SeaweedS3
-
-    with tempfile.TemporaryDirectory() as folder:
-        clip = Path(folder) / "large.mp4"
-        seconds = max(60, round(280 * gigabytes))  # about 0.22 GB a minute of this pattern at 1080p, quantiser 8
-        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", CLIP.format(seconds=seconds),
-                        "-c:v", "libx264", "-preset", "ultrafast", "-qp", "8", "-pix_fmt", "yuv420p",
-                        "-movflags", "+faststart", str(clip)], check=True, timeout=1800)
-        size = clip.stat().st_size
-        with SeaweedS3() as s3:
-            client = s3.client()
-            client.create_bucket(Bucket="bench-videos")
-            client.upload_file(str(clip), "bench-videos", "large.mp4")
-            clip.unlink()
-            with environment(**s3.env()):
-                service = DetectionService(detector, Settings(batch_size=1, request_timeout=3600,
-                                                              max_video_frames=10_000))
-                tracemalloc.start()
-                start = time.perf_counter()
-                prediction = service.predict([EntryRequest("bench-videos", "large.mp4", sample_fps=1.0)], several=False)
-                elapsed = time.perf_counter() - start
-                peak = tracemalloc.get_traced_memory()[1]
-                tracemalloc.stop()
-    [video] = prediction.results
-    frame_bytes = video.info.width * video.info.height * 3
-    return {"clip_gb": size / 1e9, "frames": len(video.frames), "seconds": elapsed, "error": video.error is not None,
-            "peak_allocated_mb": peak / 1e6, "peak_in_frames": peak / frame_bytes}
-
-
-def large_clip_markdown(result: dict) -> list[str]:
-    return ["", f"A {result['clip_gb']:.2f} GB 1080p clip from S3 at sample_fps=1: {result['frames']} frames in "
-                f"{result['seconds']:.0f} s; the request allocated at most {result['peak_allocated_mb']:.0f} MB "
-                f"({result['peak_in_frames']:.1f} decoded frames' worth)."]
+    lines = ["", f"| clip ({result['clip_seconds']} s unless said) | MB | frames | seconds | frames/s | read from S3 "
+                 "| peak allocated (frames) | resident growth |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for kind, row in result["rows"].items():
+        read = f"{row['read_mb']:.0f} MB ({100 * row['read_share']:.1f} %)" if "read_mb" in row else "—"
+        lines.append(f"| {kind} | {row['clip_mb']:.0f} | {row['frames']}{' (error)' if row['error'] else ''} | "
+                     f"{row['seconds']:.2f} | {row['frames_per_s']:.1f} | {read} | {row['peak_allocated_mb']:.0f} MB "
+                     f"({row['peak_in_frames']:.1f}) | {row['resident_growth_mb']:.0f} MB |")
+    h264 = result["rows"].get("1080p H.264 10 Mb/s, sample_fps=1")
+    if h264:
+        lines += ["", f"1080p H.264 at sample_fps=1, interleaved: PyAV {h264['seconds']:.1f} s, today's OpenCV decoder "
+                      f"{h264['opencv_seconds']:.1f} s ({h264['speedup']:.2f}× faster); decode alone PyAV "
+                      f"{h264['decode_alone_s']:.1f} s, OpenCV {h264['opencv_decode_alone_s']:.1f} s; detection alone "
+                      f"{h264['detect_alone_s']:.1f} s; the two cores' limit ((decode + detection) ÷ 2) "
+                      f"{h264['two_core_limit_s']:.1f} s."]
+    return lines

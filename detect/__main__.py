@@ -22,13 +22,13 @@ from PIL import Image
 from tqdm import tqdm
 
 from deploy.model_dir import local_checkpoint
-from detect.draw import draw_detections
+from detect.draw import contact_sheet, draw_detections, with_detections
 from efficientdet.untrained import write_untrained_checkpoint
 from request_handling.bodies import EntryRequest, option_fields
 from request_handling.errors import RequestError
 from request_handling.formats import entry as result_entry
 from request_handling.images import decode_image
-from request_handling.results import ClipResult, EntryFailure
+from request_handling.results import ClipResult, EntryFailure, ImageResult
 from request_handling.service import DetectionService
 from request_handling.settings import ConfigurationError, load_settings
 from request_handling.video import Video
@@ -78,31 +78,42 @@ def load_service(args) -> DetectionService:
     return DetectionService.load(weights.parent, settings)
 
 
-def draw(service: DetectionService, request: EntryRequest, entry: dict, out: Path) -> None:
-    """The image at full size with its boxes as `out`; a video's sampled frames with theirs in the folder `out`
-    (read again: drawing is for looking, not for speed)."""
+def detection_dicts(result: ImageResult) -> list[dict]:
+    return [{"label": d.label, "class_id": d.class_id, "score": d.score, "box": list(d.box)} for d in result.detections]
+
+
+def draw(service: DetectionService, request: EntryRequest, result: ImageResult | ClipResult, out: Path) -> None:
+    """The image at full size with its boxes as `out`; a clip's sampled frames with theirs in the folder `out`,
+    and its contact sheet as `out` (read again: drawing is for looking, not for speed)."""
     settings = service.settings
     try:
         media = service.media.fetch(request, request.source or "request body")
         if not isinstance(media, bytes):
-            frames = {(f["frame"], f["time"]): f for f in entry["frames"] if "detections" in f}
+            frames = {(f.index, f.time): {"detections": detection_dicts(f.outcome)} for f in result.frames
+                      if isinstance(f.outcome, ImageResult)}
+            sheet = []
             for sampled in Video(media, request.source or "video").frames(service.resolve(0, request).sampling):
                 found = frames.get((sampled.index, sampled.time))
                 if found is not None and sampled.pixels is not None:
-                    draw_detections(Image.fromarray(sampled.pixels), found["detections"],
-                                    out.with_suffix("") / frame_name(sampled.index, sampled.time))
+                    drawn = with_detections(Image.fromarray(sampled.pixels), found["detections"])
+                    folder = out.with_suffix("")
+                    folder.mkdir(parents=True, exist_ok=True)
+                    drawn.save(folder / frame_name(sampled.index, sampled.time))
+                    sheet.append((sampled.time, drawn))
+            contact_sheet(sheet, out)  # the clip's picture: its frames at a glance
             return
         image = decode_image(media, settings.max_image_bytes, settings.max_image_pixels)
     except RequestError as error:
         print(f"could not draw {request.source}: {error.message}", file=sys.stderr)
         return
-    draw_detections(Image.fromarray(image.pixels), entry["detections"], out)
+    draw_detections(Image.fromarray(image.pixels), detection_dicts(result), out)
 
 
 def sampling_options(args) -> dict[str, object]:
     """The sampling options given on the command line, checked as a request's are."""
     given = {"sample_fps": args.sample_fps, "every_n_frames": args.every_n_frames, "start": args.start,
              "end": args.end, "max_frames": args.max_frames, "keyframes": args.keyframes or None,
+             "aggregate": args.aggregate,
              "timestamps": [float(t) for t in args.timestamps.split(",")] if args.timestamps else None}
     return option_fields({name: value for name, value in given.items() if value is not None})
 
@@ -132,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     videos.add_argument("--start", type=float, help="from this time (s)")
     videos.add_argument("--end", type=float, help="to this time (s)")
     videos.add_argument("--max-frames", type=int, help="at most this many frames per video")
+    videos.add_argument("--aggregate", choices=("frames", "segments", "both"),
+                        help="each clip's line: its frames (default), each label's segments and summary, or both")
     args = parser.parse_args(argv)
     if args.resume and args.out == "-":
         parser.error("--resume needs --out FILE")
@@ -178,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                     counts["images"] += 1
                     counts["detections"] += len(result.detections)
                 if args.draw is not None:
-                    draw(service, request, entry, args.draw / picture_name(result.source, first + offset))
+                    draw(service, request, result, args.draw / picture_name(result.source, first + offset))
             out.flush()
     except KeyboardInterrupt:
         status = 130

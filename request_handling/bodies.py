@@ -20,7 +20,11 @@ VIDEO_TYPES = ("video/mp4", "video/quicktime", "video/webm", "video/x-matroska",
 
 # per entry, in the body or the Custom-Attributes header; the sampling options apply to videos only
 SAMPLING_FIELDS = ("sample_fps", "every_n_frames", "timestamps", "keyframes", "start", "end", "max_frames")
-OPTION_FIELDS = ("pred_threshold", "iou_threshold", "max_detections", "classes", *SAMPLING_FIELDS)
+# what a clip's answer holds: its frames, its labels' segments, or both; and how Rekognition's shape orders labels
+ANSWER_FIELDS = ("aggregate", "sort_by")
+AGGREGATES = ("frames", "segments", "both")
+SORT_ORDERS = ("timestamp", "name")
+OPTION_FIELDS = ("pred_threshold", "iou_threshold", "max_detections", "classes", *SAMPLING_FIELDS, *ANSWER_FIELDS)
 MAX_SAMPLE_FPS = 1000.0
 FIELDS = {"bucket", "key", "s3_uri", *OPTION_FIELDS}
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
@@ -56,6 +60,8 @@ class EntryRequest:
     start: float | None = None
     end: float | None = None
     max_frames: int | None = None
+    aggregate: str | None = None
+    sort_by: str | None = None
     error: RequestError | None = None
     origin: str | None = None  # where inline bytes came from (a local file), reported as the source
     path: Path | None = None  # a local file read in place: the CLI's entries only, never a request body's
@@ -174,6 +180,14 @@ def _flag(value: object, name: str, where: str) -> bool:
     return value
 
 
+def _one_of(allowed: tuple[str, ...]):
+    def check(value: object, name: str, where: str) -> str:
+        if not isinstance(value, str) or value.strip().lower() not in allowed:
+            raise bad_request(f"{where}{name} must be one of {', '.join(allowed)}, got {json.dumps(value)[:40]}")
+        return value.strip().lower()
+    return check
+
+
 def _timestamps(value: object, name: str, where: str) -> tuple[float, ...]:
     if not isinstance(value, list) or not value or not all(_finite(t) and t >= 0 for t in value):
         raise bad_request(f"{where}{name} must be a non-empty list of seconds, each at least 0")
@@ -182,7 +196,7 @@ def _timestamps(value: object, name: str, where: str) -> tuple[float, ...]:
 
 OPTION_CHECKS = {"pred_threshold": _threshold, "iou_threshold": _threshold, "max_detections": _max_detections,
                  "classes": _classes, "sample_fps": _sample_fps, "every_n_frames": _count, "timestamps": _timestamps,
-                 "keyframes": _flag, "start": _seconds, "end": _seconds, "max_frames": _count}
+                 "keyframes": _flag, "aggregate": _one_of(AGGREGATES), "sort_by": _one_of(SORT_ORDERS), "start": _seconds, "end": _seconds, "max_frames": _count}
 
 
 def option_fields(item: dict, where: str = "") -> dict[str, object]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .results import ClipResult, EntryFailure, FrameResult, ImageResult, Outcome
+from .segments import LabelSummary, summarise
 
 OURS, SAGEMAKER_OBJECT_DETECTION, REKOGNITION = "efficientdet", "sagemaker-object-detection", "rekognition"
 
@@ -49,19 +50,32 @@ ENTRY_BUILDERS: dict[str, Callable[[ImageResult, str], dict]] = {
 
 
 def video_entry(result: ClipResult, model: str, response_format: str) -> dict:
-    """A video's entry: what the clip is, then each sampled frame's index, time and entry (detections in the
-    format's own shape, without the image fields the video already gives); Rekognition's GetLabelDetection shape
-    for `rekognition`."""
+    """A clip's entry: what the clip is, then each sampled frame's index, time and entry (detections in the
+    format's own shape, without the image fields the clip already gives) and/or its labels' summary, as
+    `aggregate` asks (SageMaker's shape keeps its frames beside the summary); Rekognition's GetLabelDetection
+    shape for `rekognition` (by SEGMENTS or TIMESTAMPS)."""
     info = result.info
     if response_format == REKOGNITION:
-        return rekognition_video_entry(result, model)
+        if result.aggregate == "frames":
+            return rekognition_video_entry(result, model)
+        return rekognition_segments_entry(result, model)
     built = {"source": result.source, "width": info.width, "height": info.height, "fps": info.fps,
              "duration": info.duration, "codec": info.codec, "model": model, "pred_threshold": result.pred_threshold,
-             "iou_threshold": result.iou_threshold, "frames": [frame_entry(f, model, response_format)
-                                                                for f in result.frames]}
+             "iou_threshold": result.iou_threshold}
+    if result.aggregate != "segments" or response_format == SAGEMAKER_OBJECT_DETECTION:
+        built["frames"] = [frame_entry(f, model, response_format) for f in result.frames]
+    if result.aggregate != "frames":
+        built["labels"] = [label_entry(summary) for summary in summarise(result)]
     if result.error is not None:
         built["error"] = result.error.as_dict()
     return built
+
+
+def label_entry(summary: LabelSummary) -> dict:
+    return {"label": summary.label, "class_id": summary.class_id, "first": summary.first, "last": summary.last,
+            "frames": summary.frames, "max_score": summary.max_score, "mean_score": summary.mean_score,
+            "segments": [{"start": s.start, "end": s.end, "max_score": s.max_score, "frames": s.frames}
+                         for s in summary.segments]}
 
 
 IMAGE_FIELDS = ("source", "width", "height", "model", "pred_threshold", "iou_threshold")
@@ -77,8 +91,7 @@ def frame_entry(frame: FrameResult, model: str, response_format: str) -> dict:
 
 def rekognition_video_entry(result: ClipResult, model: str) -> dict:
     """GetLabelDetection-like: `Labels` as {Timestamp (ms), Label {Name, Confidence, Instances …}} per label and
-    frame, `VideoMetadata` with codec, duration, frame rate and size."""
-    info = result.info
+    frame, `VideoMetadata` with codec, duration, frame rate and size; ordered as Rekognition's SortBy."""
     labels, errors = [], []
     for frame in result.frames:
         timestamp = round(frame.time * 1000)
@@ -86,16 +99,53 @@ def rekognition_video_entry(result: ClipResult, model: str) -> dict:
             errors.append({"Timestamp": timestamp, "frame": frame.index, "error": frame.outcome.error.as_dict()})
             continue
         labels += [{"Timestamp": timestamp, "Label": label} for label in rekognition_entry(frame.outcome, model)["Labels"]]
-    built = {"JobStatus": "SUCCEEDED",
-             "VideoMetadata": {"Codec": info.codec, "DurationMillis": round(info.duration * 1000),
-                               "FrameRate": info.fps, "FrameHeight": info.height, "FrameWidth": info.width},
+    if result.sort_by == "name":
+        labels.sort(key=lambda label: (label["Label"]["Name"], label["Timestamp"]))
+    built = {"JobStatus": "SUCCEEDED", "VideoMetadata": video_metadata(result),
              "Labels": labels, "LabelModelVersion": model, "source": result.source}
-    if errors:
-        built["FrameErrors"] = errors
+    return with_errors(built, result, errors)
+
+
+def video_metadata(result: ClipResult) -> dict:
+    info = result.info
+    return {"Codec": info.codec, "DurationMillis": round(info.duration * 1000), "FrameRate": info.fps,
+            "FrameHeight": info.height, "FrameWidth": info.width}
+
+
+def with_errors(built: dict, result: ClipResult, frame_errors: list[dict]) -> dict:
+    """The entry with the frames that failed (`FrameErrors`) and a clip cut short (`StatusMessage`, `error`)."""
+    if frame_errors:
+        built["FrameErrors"] = frame_errors
     if result.error is not None:
         built["StatusMessage"] = result.error.message
         built["error"] = result.error.as_dict()
     return built
+
+
+def rekognition_segments_entry(result: ClipResult, model: str) -> dict:
+    """GetLabelDetection with AggregateBy=SEGMENTS: one `Labels` item per label and segment, its `Timestamp` the
+    segment's start, with `StartTimestampMillis`, `EndTimestampMillis`, `DurationMillis` and a `Label` without
+    instances; ordered as Rekognition's SortBy (TIMESTAMP: by start; NAME: by name, then start). An S3 clip is
+    named in `Video.S3Object`."""
+    labels = []
+    for summary in summarise(result):
+        for segment in summary.segments:
+            start, end = round(segment.start * 1000), round(segment.end * 1000)
+            labels.append({"Timestamp": start, "Label": {"Name": summary.label, "Confidence": 100 * segment.max_score,
+                                                         "Parents": [], "Aliases": [], "Categories": []},
+                           "StartTimestampMillis": start, "EndTimestampMillis": end, "DurationMillis": end - start})
+    by_name = result.sort_by == "name"
+    labels.sort(key=lambda label: (label["Label"]["Name"], label["Timestamp"]) if by_name
+                else (label["Timestamp"], label["Label"]["Name"]))
+    built = {"JobStatus": "SUCCEEDED", "VideoMetadata": video_metadata(result), "Labels": labels,
+             "LabelModelVersion": model,
+             "GetRequestMetadata": {"SortBy": "NAME" if by_name else "TIMESTAMP", "AggregateBy": "SEGMENTS"}}
+    if result.source and result.source.startswith("s3://"):
+        bucket, _, key = result.source.removeprefix("s3://").partition("/")
+        built["Video"] = {"S3Object": {"Bucket": bucket, "Name": key}}
+    errors = [{"Timestamp": round(f.time * 1000), "frame": f.index, "error": f.outcome.error.as_dict()}
+              for f in result.frames if isinstance(f.outcome, EntryFailure)]
+    return with_errors(built, result, errors)
 
 
 def entry(result: Outcome, model: str, response_format: str = OURS) -> dict:

@@ -221,8 +221,10 @@ def gather(frames: Iterable[Frame], entries: int) -> list[Outcome]:
             continue
         if video is None:
             resolved = frame.request
+            asked = resolved.request
             video = outcomes[frame.entry] = ClipResult(frame.source, frame.clip, resolved.pred_threshold,
-                                                       resolved.iou_threshold, [])
+                                                       resolved.iou_threshold, [], aggregate=asked.aggregate or "frames",
+                                                       sort_by=asked.sort_by or "timestamp")
         if frame.rest_of_clip and not video.frames:  # nothing of the clip was read: the entry fails
             outcomes[frame.entry] = frame.outcome
         elif frame.rest_of_clip:

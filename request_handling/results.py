@@ -68,6 +68,8 @@ class ClipResult:
     iou_threshold: float
     frames: list[FrameResult]
     error: RequestError | None = None
+    aggregate: str = "frames"  # the answer holds its frames, its labels' segments, or both
+    sort_by: str = "timestamp"  # Rekognition's SortBy for its labels
 
 
 Outcome = ImageResult | EntryFailure | ClipResult

@@ -50,7 +50,8 @@ def test_archive_layout_and_reproducibility(archive):
     assert names == sorted(names)
     assert {"efficientdet-d0.pth", "config.yaml", "code/inference.py", "code/ray_app.py"} <= set(names)
     assert "code/requirements.txt" not in names
-    assert {n.split("/")[1] for n in names if n.startswith("code/") and n.count("/") > 1} == {"efficientdet", "request_handling"}
+    code_folders = {n.split("/")[1] for n in names if n.startswith("code/") and n.count("/") > 1}
+    assert code_folders == {"efficientdet", "request_handling", "lib"}  # lib: the wheels the archive carries
     assert not any("__pycache__" in n or n.endswith(".pyc") or "tests" in n for n in names)
     assert all(m.mtime == 0 and m.uid == 0 and m.gid == 0 for m in members)
 

@@ -201,3 +201,22 @@ def test_cli_reads_every_container_in_place_and_refuses_a_binary_file_as_a_manif
     refused = run_cli(str(blob), "--weights", str(reference / "efficientdet-d0.pth"))
     assert refused.returncode == 2 and "neither an image, a video nor a manifest" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_cli_summarises_a_clip_by_label_segments_and_draws_its_contact_sheet(reference, tmp_path):
+    from helpers.clips import changing_clip, require_ffmpeg
+
+    require_ffmpeg()
+    clip = changing_clip(tmp_path)
+    out, pictures = tmp_path / "out.jsonl", tmp_path / "pictures"
+    result = run_cli(str(clip), "--weights", str(reference / "efficientdet-d0.pth"), "--sample-fps", "2",
+                     "--aggregate", "segments", "--draw", str(pictures), "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    [line] = (json.loads(text) for text in out.read_text().splitlines())
+    assert "frames" not in line and line["labels"]
+    assert all(s["end"] <= 3.5 or s["start"] >= 5.5 for label in line["labels"] for s in label["segments"])
+    assert any([(s["start"], s["end"]) for s in label["segments"]] == [(0.0, 3.0), (6.0, 9.0)]
+               for label in line["labels"])
+    sheet = Image.open(pictures / "000000-changing.png")
+    assert sheet.width == 5 * 320 and sheet.height >= 4 * 213  # 18 thumbnails, five a row
+    assert len(list((pictures / "000000-changing").iterdir())) == 18

@@ -22,11 +22,14 @@ def run_bench(tmp_path, *args: str) -> tuple[str, dict]:
 
 def test_bench_compares_fast_and_plain_and_the_reduced_decode(reference, tmp_path):
     table, results = run_bench(tmp_path, "--checkpoint", str(reference / "efficientdet-d0.pth"), "--rounds", "2",
-                               "--rounds-extras", "1", "--video-seconds", "2", "--runtime-rounds", "1")
+                               "--rounds-extras", "1", "--video-seconds", "2", "--video-rounds", "1", "--runtime-rounds", "1")
     assert "fast ÷ plain (p50)" in table and "3840x2160 frame" in table
     if results["video"] is not None:  # None where ffmpeg is missing (make test installs it)
-        assert results["video"]["frames"] == 2 and "video, sample_fps=1" in table
-        assert set(results["video"]["stages_ms_per_frame"]) >= {"decode", "network"}
+        rows = results["video"]["rows"]
+        assert rows["1080p H.264 10 Mb/s, sample_fps=1"]["frames"] == 2 and "today's OpenCV decoder" in table
+        assert set(rows["1080p H.264 10 Mb/s, sample_fps=1"]["stages_s"]) >= {"decode", "network"}
+        assert rows["ProRes 422 HQ 1080p25 master from S3, sample_fps=1"]["read_share"] < 1
+        assert not any(row["error"] for row in rows.values())
     assert set(results["latency"]["fast"]["stages_p50_ms"]) == {"preprocess", "network", "nms"}
     assert results["checkpoint"].endswith("efficientdet-d0.pth") and results["latency"]["speedup_p50"] > 0
     assert set(results["reduced_decode"]) == {"1920x1080", "3840x2160"}

@@ -321,3 +321,24 @@ def test_custom_attributes_and_formats_over_http(server):
     bad = requests.post(f"{server['url']}/invocations", data=SAMPLE_IMAGE.read_bytes(), timeout=60,
                         headers=dict(attributes, **{"X-Amzn-SageMaker-Custom-Attributes": "max_detections=0"}))
     assert bad.status_code == 400 and "max_detections" in bad.text.splitlines()[0]
+
+
+def test_a_clips_label_segments_over_http(server, tmp_path):
+    """A clip whose content changes at known times: the labels' segments in our shape and in Rekognition's
+    GetLabelDetection SEGMENTS shape (botocore's model), alike on both servers."""
+    from helpers.clips import changing_clip, require_ffmpeg, steady_segments
+    from helpers.rekognition import get_label_detection_errors
+
+    require_ffmpeg()
+    clip = changing_clip(tmp_path).read_bytes()
+    headers = {"Content-Type": "video/mp4", "X-Amzn-SageMaker-Custom-Attributes": "sample_fps=2,aggregate=both"}
+    ours = requests.post(f"{server['url']}/invocations", data=clip, headers=headers, timeout=60)
+    assert ours.status_code == 200, ours.text[:300]
+    segments = steady_segments(ours.json(), 0.5)
+    assert segments and set(map(tuple, segments.values())) == {((0.0, 3.0), (6.0, 9.0))}
+    headers |= {"Accept": "application/json; format=rekognition",
+                "X-Amzn-SageMaker-Custom-Attributes": "sample_fps=2,aggregate=segments,sort_by=name"}
+    theirs = requests.post(f"{server['url']}/invocations", data=clip, headers=headers, timeout=60).json()
+    assert get_label_detection_errors(theirs) == "" and theirs["GetRequestMetadata"]["SortBy"] == "NAME"
+    spans = {(item["Label"]["Name"], item["StartTimestampMillis"], item["EndTimestampMillis"]) for item in theirs["Labels"]}
+    assert {(label, start, end) for label in segments for start, end in ((0, 3000), (6000, 9000))} <= spans

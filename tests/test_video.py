@@ -270,3 +270,18 @@ def test_a_small_gif_is_no_transport_stream_though_both_start_with_g():
     assert len(gif) < 189 and gif[:1] == b"G" and video_container(gif[:200]) is None
     assert video_container((b"\x47" + b"\x00" * 187) * 2) == "MPEG transport stream"
     assert video_container((b"\x00" * 4 + b"\x47" + b"\x00" * 187) * 2) == "M2TS"
+
+
+def test_segments_follow_a_clip_whose_content_changes_at_known_times(toolkit, tmp_path):
+    """The photograph for 0–3 s and 6–9 s, grey between: each label the photograph always shows has two segments,
+    starting and ending within one sampling interval (0.5 s) of the truth."""
+    from helpers.clips import changing_clip, steady_segments
+
+    clip = changing_clip(tmp_path)
+    response = toolkit.invoke(clip.read_bytes(), "video/mp4",
+                              headers={"X-Amzn-SageMaker-Custom-Attributes": "sample_fps=2,aggregate=both"})
+    assert response.status == 200, response.body[:300]
+    segments = steady_segments(response.json(), 0.5)
+    assert segments and all(len(runs) == 2 for runs in segments.values())
+    for (start, end), (truth_start, truth_end) in zip(sum(segments.values(), []), [(0, 3), (6, 9)] * len(segments)):
+        assert abs(start - truth_start) <= 0.5 and abs(end - truth_end) <= 0.5

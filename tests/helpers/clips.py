@@ -80,3 +80,38 @@ def shown_at(times: list[float], wanted: float) -> int:
     """The frame a player shows at `wanted`: the last at or before it (the first before the first frame)."""
     before = [i for i, t in enumerate(times) if t <= wanted + 1e-6]
     return before[-1] if before else 0
+
+
+def slideshow(out: Path, stills: list[tuple[Path, float]], rate: int = 10) -> Path:
+    """A clip showing each still for its seconds in turn (content that changes at known times), nearly lossless."""
+    command = ["ffmpeg", "-loglevel", "error", "-y"]
+    for still, seconds in stills:
+        command += ["-loop", "1", "-framerate", str(rate), "-t", str(seconds), "-i", str(still)]
+    joined = "".join(f"[{k}:v]" for k in range(len(stills)))
+    command += ["-filter_complex", f"{joined}concat=n={len(stills)}:v=1:a=0,format=yuv420p",
+                "-c:v", "libx264", "-crf", "8", "-r", str(rate), str(out)]
+    subprocess.run(command, check=True, timeout=600)
+    return out
+
+
+def changing_clip(folder: Path) -> Path:
+    """9 s at 10 frames/s: the sample photograph for 3 s, a plain grey frame (nothing to detect) for 3 s, the
+    photograph again for 3 s."""
+    from PIL import Image
+
+    from helpers import SAMPLE_IMAGE
+
+    grey = folder / "grey.png"
+    Image.new("RGB", Image.open(SAMPLE_IMAGE).size, (128, 128, 128)).save(grey)
+    return slideshow(folder / "changing.mp4", [(SAMPLE_IMAGE, 3), (grey, 3), (SAMPLE_IMAGE, 3)])
+
+
+def steady_segments(answer: dict, interval: float) -> dict[str, list[tuple[float, float]]]:
+    """The labels an answer (aggregate=both) finds in every frame of the photograph's two stretches, with their
+    segments; every segment checked to lie outside the grey stretch (within one sampling interval)."""
+    photo = [f for f in answer["frames"] if f["time"] < 3 or f["time"] >= 6]
+    steady = set.intersection(*({d["label"] for d in f["detections"]} for f in photo))
+    for label in answer["labels"]:
+        assert all(s["end"] <= 3 + interval + 1e-6 or s["start"] >= 6 - interval - 1e-6 for s in label["segments"])
+    return {label["label"]: [(s["start"], s["end"]) for s in label["segments"]] for label in answer["labels"]
+            if label["label"] in steady}
