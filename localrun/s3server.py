@@ -64,7 +64,7 @@ class SeaweedS3:
             *(f"-{server}.port={port}" for server, port in zip(("master", "volume", "filer"), self._other_ports())),
             "-s3", f"-s3.port={self.port}", f"-s3.config={config}",
             "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.port.grpc={self.port + 10000}",
-            "-master.volumeSizeLimitMB=64", "-volume.max=16",
+            "-master.volumeSizeLimitMB=64", "-volume.max=100",  # room for every bucket a test run makes
         ]
         self.log = open(self.workdir / "weed.log", "ab")  # noqa: SIM115 - closed in stop_process
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -22,13 +22,15 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-import av
 import numpy as np
 
 from .errors import RequestError, bad_request, too_large
 from .results import ClipInfo
+
+if TYPE_CHECKING:
+    import av
 
 TIME_TOLERANCE = 1e-4  # s: presentation times are rounded to microseconds; frames are at least 4 ms apart
 ROTATIONS = {90: 1, -270: 1, 180: 2, -180: 2, 270: 3, -90: 3}  # display matrix angle → quarter turns (np.rot90's k)
@@ -100,6 +102,14 @@ class DecodedFrame:
     frame: av.VideoFrame
 
 
+def pyav():
+    """PyAV, imported at the first clip (the archive carries it in code/lib): a server that is only sent images never
+    loads FFmpeg."""
+    import av
+
+    return av
+
+
 def codec_name(stream: av.video.stream.VideoStream) -> str:
     """The stream's codec as FFmpeg names it (`av1`, not the decoder's `libdav1d`)."""
     context = stream.codec_context
@@ -114,6 +124,7 @@ class Video:
 
     def __init__(self, media: Path | str | BinaryIO, source: str) -> None:
         self.source = source
+        av = pyav()
         try:
             self.container = av.open(str(media) if isinstance(media, Path) else media, metadata_errors="ignore")
         except RequestError:
@@ -133,7 +144,7 @@ class Video:
         self.stream = stream = streams[0]
         if stream.codec_context is None:
             raise RequestError(415, f"{self.source}: its video codec ({codec_name(stream)}) has no decoder in this "
-                                    f"server's FFmpeg ({av.ffmpeg_version_info})")
+                                    f"server's FFmpeg ({pyav().ffmpeg_version_info})")
         self.time_base = stream.time_base
         fps = float(stream.average_rate or stream.guessed_rate or 0)
         self._interval = 1 / fps if fps > 0 else 0.5
@@ -154,7 +165,7 @@ class Video:
         if stream.duration:
             duration = float(stream.duration * self.time_base)
         else:
-            duration = max(0.0, (self.container.duration or 0) / av.time_base
+            duration = max(0.0, (self.container.duration or 0) / pyav().time_base
                            - float((self._origin - (stream.start_time or self._origin)) * self.time_base))
         self.info = ClipInfo(width, height, fps, duration, codec_name(stream), max(stream.frames, 0))
 
@@ -197,7 +208,7 @@ class Video:
                 yield from packet.decode()
         except RequestError:
             raise
-        except (av.FFmpegError, OSError, ValueError, EOFError):
+        except (pyav().FFmpegError, OSError, ValueError, EOFError):
             return
 
     def _decoded_frame(self, frame: av.VideoFrame) -> DecodedFrame:
@@ -314,7 +325,7 @@ class Video:
                     break
         except RequestError:
             raise
-        except (av.FFmpegError, OSError, ValueError, EOFError):
+        except (pyav().FFmpegError, OSError, ValueError, EOFError):
             pass
         return SampledFrame(position, time, error=bad_request(
             f"{self.source}: frame {position} could not be decoded (the clip is cut short or damaged)"))
