@@ -17,6 +17,7 @@ import numpy as np
 from request_handling.errors import bad_request
 from request_handling.results import ClipInfo
 from request_handling.video import TIME_TOLERANCE, SampledFrame, Sampling
+from request_handling.video import Video as PyAVVideo
 
 
 def opened(media, source: str) -> Video:
@@ -143,15 +144,4 @@ class Video:
             return SampledFrame(index, time, error=bad_request(f"{self.source}: frame {index} could not be decoded"))
         return SampledFrame(index, time, np.ascontiguousarray(bgr[:, :, ::-1]))
 
-    def _targets(self, sampling: Sampling) -> Iterator[float]:
-        """The sampled times in order (not for every_n_frames, which picks by index): the timestamps asked for, or
-        every 1/sample_fps s from start to end (to the clip's last frame when no end is given)."""
-        if sampling.timestamps is not None:
-            yield from (t for t in sampling.timestamps if t >= sampling.start and (sampling.end is None or
-                                                                                  t < sampling.end))
-            return
-        end = math.inf if sampling.end is None else sampling.end
-        k = 0
-        while (t := sampling.start + k / sampling.sample_fps) < end:
-            yield t
-            k += 1
+    _targets = PyAVVideo._targets  # the same sampled times as the serving decoder

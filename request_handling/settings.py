@@ -41,7 +41,7 @@ class Settings:
     allowed_buckets: frozenset[str] = frozenset()
     max_image_bytes: int = 50_000_000
     max_image_pixels: int = 100_000_000
-    max_video_bytes: int = 1024**3  # an async request or a Batch Transform clip; spooled to disk, never in memory
+    max_video_bytes: int = 1024**3  # of one clip: an inline one's size, or what is read of an S3 one (by byte ranges)
     max_video_frames: int = 1000
     max_images_per_request: int = 1000
     max_detections_per_request: int = 100_000
