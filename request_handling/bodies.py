@@ -294,7 +294,7 @@ def parse_request(body: str | bytes | bytearray, content_type: str | None, max_i
     if kind not in (CSV, JSON, *JSON_LINES):
         raise RequestError(415, f"unsupported content type {(content_type or '')[:60]!r}; use {CSV}, {JSON}, "
                                 f"{JSON_LINES[0]}, an image type ({', '.join(IMAGE_TYPES)}) or a video type "
-                                f"({', '.join(VIDEO_TYPES)})")
+                                f"({', '.join(VIDEO_TYPES[:3])} …)")
     text = _decode_text(body)
     if not text.strip():
         raise bad_request("request body is empty")
