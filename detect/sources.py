@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -35,15 +36,18 @@ def local_file(path: Path) -> EntryRequest:
     return EntryRequest(origin=str(path), path=path)
 
 
+MANIFEST_SNIFF_BYTES = 64 * 1024  # a manifest is UTF-8 text without NUL bytes from its first bytes on
+
+
 def is_manifest(path: Path) -> bool:
     """A file of another name: a manifest when it is text; an image or a clip is told by its bytes; anything else
-    is refused (400) rather than read as lines."""
+    is refused (400) rather than read as lines. Only the file's first bytes are read to tell."""
     with path.open("rb") as file:
-        head = file.read(SIGNATURE_BYTES)
-    if is_image(head) or is_video(head):
+        head = file.read(MANIFEST_SNIFF_BYTES)
+    if is_image(head[:SIGNATURE_BYTES]) or is_video(head[:SIGNATURE_BYTES]):
         return False
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = codecs.getincrementaldecoder("utf-8")().decode(head)  # a character cut at the end is no error
     except UnicodeDecodeError:
         text = "\x00"
     if "\x00" in text:

@@ -92,18 +92,13 @@ def frame_entry(frame: FrameResult, model: str, response_format: str) -> dict:
 def rekognition_video_entry(result: ClipResult, model: str) -> dict:
     """GetLabelDetection-like: `Labels` as {Timestamp (ms), Label {Name, Confidence, Instances …}} per label and
     frame, `VideoMetadata` with codec, duration, frame rate and size; ordered as Rekognition's SortBy."""
-    labels, errors = [], []
-    for frame in result.frames:
-        timestamp = round(frame.time * 1000)
-        if isinstance(frame.outcome, EntryFailure):
-            errors.append({"Timestamp": timestamp, "frame": frame.index, "error": frame.outcome.error.as_dict()})
-            continue
-        labels += [{"Timestamp": timestamp, "Label": label} for label in rekognition_entry(frame.outcome, model)["Labels"]]
+    labels = [{"Timestamp": round(frame.time * 1000), "Label": label} for frame in result.frames
+              if isinstance(frame.outcome, ImageResult) for label in rekognition_entry(frame.outcome, model)["Labels"]]
     if result.sort_by == "name":
         labels.sort(key=lambda label: (label["Label"]["Name"], label["Timestamp"]))
     built = {"JobStatus": "SUCCEEDED", "VideoMetadata": video_metadata(result),
              "Labels": labels, "LabelModelVersion": model, "source": result.source}
-    return with_errors(built, result, errors)
+    return with_errors(built, result)
 
 
 def video_metadata(result: ClipResult) -> dict:
@@ -112,8 +107,10 @@ def video_metadata(result: ClipResult) -> dict:
             "FrameHeight": info.height, "FrameWidth": info.width}
 
 
-def with_errors(built: dict, result: ClipResult, frame_errors: list[dict]) -> dict:
+def with_errors(built: dict, result: ClipResult) -> dict:
     """The entry with the frames that failed (`FrameErrors`) and a clip cut short (`StatusMessage`, `error`)."""
+    frame_errors = [{"Timestamp": round(f.time * 1000), "frame": f.index, "error": f.outcome.error.as_dict()}
+                    for f in result.frames if isinstance(f.outcome, EntryFailure)]
     if frame_errors:
         built["FrameErrors"] = frame_errors
     if result.error is not None:
@@ -143,9 +140,7 @@ def rekognition_segments_entry(result: ClipResult, model: str) -> dict:
     if result.source and result.source.startswith("s3://"):
         bucket, _, key = result.source.removeprefix("s3://").partition("/")
         built["Video"] = {"S3Object": {"Bucket": bucket, "Name": key}}
-    errors = [{"Timestamp": round(f.time * 1000), "frame": f.index, "error": f.outcome.error.as_dict()}
-              for f in result.frames if isinstance(f.outcome, EntryFailure)]
-    return with_errors(built, result, errors)
+    return with_errors(built, result)
 
 
 def entry(result: Outcome, model: str, response_format: str = OURS) -> dict:

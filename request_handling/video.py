@@ -248,14 +248,18 @@ class Video:
         if k <= 0 or index.keyframe_positions[k] <= self._anchor + self._read:
             return False
         for _ in range(2):  # a keyframe shown after `wanted` (B-frames delay it): the one before it
-            self.container.seek(goal, backward=True, any_frame=False, stream=self.stream)
-            self.stream.codec_context.flush_buffers()
+            self._seek(goal)
             self._restart(anchor=None)
             first = self._peek()
             if first is None or first.time <= wanted + TIME_TOLERANCE:
                 break
             goal = first.frame.pts - 1
         return True
+
+    def _seek(self, timestamp: int) -> None:
+        """To the last keyframe at or before this time (the stream's time base), the decoder emptied."""
+        self.container.seek(timestamp, backward=True, any_frame=False, stream=self.stream)
+        self.stream.codec_context.flush_buffers()
 
     def _rgb(self, decoded: DecodedFrame) -> np.ndarray:
         pixels = decoded.frame.to_ndarray(format="rgb24")
@@ -314,9 +318,7 @@ class Video:
 
     def _intra_frame(self, position: int, time: float) -> SampledFrame:
         """One frame of an all-intra clip: a seek to it, its packet read and decoded."""
-        self.container.seek(self._keyframes.decode_times[position], backward=True, any_frame=False,
-                            stream=self.stream)
-        self.stream.codec_context.flush_buffers()
+        self._seek(self._keyframes.decode_times[position])
         try:
             for packet in self.container.demux(self.stream):
                 for frame in packet.decode():

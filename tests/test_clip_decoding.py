@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 from helpers import USER_BUCKET
-from helpers.clips import encode, frame_times, keyframe_indices, require_ffmpeg, shown_at
+from helpers.clips import encode, frame_times, keyframe_indices, require_ffmpeg, sampled, shown_at
 from helpers.toolkit import Toolkit
 
 from request_handling.media import RANGED_READ_AHEAD, fetch_media, video_container
@@ -38,13 +38,6 @@ def made(tmp_path_factory):
     folder = tmp_path_factory.mktemp("containers")
     return {name: encode(folder / file, codec=codec, rate="25", seconds=3, pix_fmt=pix_fmt, options=options)
             for name, (file, codec, pix_fmt, options) in CLIPS.items()}
-
-
-def sampled(media, **options) -> list:
-    sampling = Sampling.of(options.get("sample_fps"), options.get("every_n_frames"), options.get("timestamps"),
-                           options.get("start"), options.get("end"), options.get("max_frames"), 1000,
-                           options.get("keyframes"))
-    return list(Video(media, "clip").frames(sampling))
 
 
 @pytest.mark.parametrize("name", list(CLIPS))

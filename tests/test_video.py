@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 from helpers import USER_BUCKET
-from helpers.clips import cut_short, encode, frame_times, require_ffmpeg, rotated, shown_at
+from helpers.clips import cut_short, encode, frame_times, require_ffmpeg, rotated, sampled, shown_at
 from helpers.images import encode as encode_image
 from helpers.images import gradient
 from helpers.matching import unmatched
@@ -47,12 +47,6 @@ def clips(tmp_path_factory):
     made["unknown codec"].write_bytes(matroska.read_bytes().replace(b"V_MPEG4/ISO/AVC", b"V_QUUX4/ISO/AVC", 1))
     made["cut"] = cut_short(h264, folder / "cut.mp4")
     return made
-
-
-def sampled(path, **options):
-    sampling = Sampling.of(options.get("sample_fps"), options.get("every_n_frames"), options.get("timestamps"),
-                           options.get("start"), options.get("end"), options.get("max_frames"), 1000)
-    return list(Video(path, path.name).frames(sampling))
 
 
 def test_a_clip_is_told_by_its_bytes_not_its_name(clips):

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from request_handling.video import SampledFrame, Sampling, Video
+
 TEST_PATTERN = "testsrc2=size={width}x{height}:rate={rate}:duration={seconds}"
 
 
@@ -115,3 +117,11 @@ def steady_segments(answer: dict, interval: float) -> dict[str, list[tuple[float
         assert all(s["end"] <= 3 + interval + 1e-6 or s["start"] >= 6 - interval - 1e-6 for s in label["segments"])
     return {label["label"]: [(s["start"], s["end"]) for s in label["segments"]] for label in answer["labels"]
             if label["label"] in steady}
+
+
+def sampled(media, **options) -> list[SampledFrame]:
+    """A clip's sampled frames, the options as a request gives them (`sample_fps=2`, `keyframes=True` …)."""
+    sampling = Sampling.of(options.get("sample_fps"), options.get("every_n_frames"), options.get("timestamps"),
+                           options.get("start"), options.get("end"), options.get("max_frames"), 1000,
+                           options.get("keyframes"))
+    return list(Video(media, getattr(media, "name", "clip")).frames(sampling))
