@@ -2,8 +2,9 @@
 schema, settings from the same environment variables), with single-image requests from many clients merged
 into one forward pass (Ray Serve's dynamic batching).
 
-The image runs `serve run /opt/ml/model/config.yaml`, whose import path is `ray_app:app`; this file lives
-in the archive's code/, so the model dir is its parent's parent.
+The image runs `serve run /opt/ml/model/config.yaml`, whose import path is `ray_app:build` (an application builder
+given the config's `args`: the replicas' autoscaling); this file lives in the archive's code/, so the model dir is its
+parent's parent.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import torch
+from pydantic import ValidationError
 from ray import serve
+from ray.serve.config import AutoscalingConfig
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -100,12 +104,36 @@ def log_to_stderr() -> None:
         logger.setLevel(logging.INFO)
 
 
-def application() -> serve.Application:
-    """The replicas share the GPUs (fractions where there are more replicas than GPUs) or the cores;
-    config.yaml's deployments section overrides any of this."""
+AUTO = "auto"  # in config.yaml's autoscaling_config: the replicas one instance holds (`replicas()`)
+AUTO_FIELDS = ("initial_replicas", "max_replicas")
+
+
+def autoscaling_config(configured: dict[str, Any]) -> AutoscalingConfig:
+    """Ray Serve's autoscaling_config from config.yaml's, its "auto" counts resolved to the replicas one instance
+    holds; a wrong field or value is one clear error at start."""
+    unknown = sorted(set(configured) - set(AutoscalingConfig.model_fields))
+    if unknown:
+        raise ValueError(f"config.yaml args.autoscaling_config: unknown fields {unknown}")
+    resolved = {name: replicas() if value == AUTO and name in AUTO_FIELDS else value
+                for name, value in configured.items()}
+    try:
+        return AutoscalingConfig(**resolved)
+    except ValidationError as error:
+        reasons = "; ".join(problem["msg"] for problem in error.errors())
+        raise ValueError(f"config.yaml args.autoscaling_config {configured}: {reasons}") from None
+
+
+def build(args: dict[str, Any]) -> serve.Application:
+    """config.yaml's application: replicas scaled by Ray Serve on their ongoing requests, within the config's
+    bounds; they share the GPUs (fractions where there are more replicas than GPUs) or the cores. A replica takes
+    requests once loaded and warmed up; `initial_replicas` of them start with the app. config.yaml's own
+    `deployments` section overrides any of this."""
+    log_to_stderr()
+    autoscaling = autoscaling_config(args.get("autoscaling_config") or {})
     count = replicas()
     gpus = min(1.0, torch.cuda.device_count() / count) if torch.cuda.is_available() else 0  # a replica uses one
-    return EfficientDetDeployment.options(num_replicas=count, ray_actor_options={"num_gpus": gpus, "num_cpus": 0}).bind()
-
-
-app = application()
+    log.info("replicas: autoscaling %d..%d, %d at start, target %s ongoing requests each",
+             autoscaling.min_replicas, autoscaling.max_replicas, autoscaling.initial_replicas or
+             autoscaling.min_replicas, autoscaling.target_ongoing_requests)
+    return EfficientDetDeployment.options(autoscaling_config=autoscaling,
+                                          ray_actor_options={"num_gpus": gpus, "num_cpus": 0}).bind()

@@ -23,8 +23,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status 0 when done, 1 when AWS refused or failed a request (told in one line), 2 for bad arguments."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
     args = parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except (ClientError, BotoCoreError) as error:
+        print(f"python -m deploy {args.command}: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ import os
 import sys
 import time
 
-from .options import model_options, smoke_image_options
-from .sagemaker_model import build_model, keep_or_delete, large_request_environment, sagemaker_session
+from .autoscaling import bounds, scale_async
+from .options import model_options, smoke_image_options, usage_error
+from .sagemaker_model import build_model, keep_or_delete, large_request_environment, sagemaker_session, scaling_clients
 
 ASYNC_PAYLOAD_BYTES = 1024**3  # an asynchronous request body may be up to 1 GB
 ASYNC_TIMEOUT = 3600  # seconds SageMaker gives an asynchronous invocation
@@ -21,6 +22,10 @@ def register(commands) -> None:
     command.add_argument("--success-topic", help="SNS topic ARN told of each answer")
     command.add_argument("--error-topic", help="SNS topic ARN told of each failure")
     command.add_argument("--max-concurrency", type=int, default=4, help="invocations in flight per instance (default 4)")
+    command.add_argument("--autoscale", type=bounds, metavar="MIN:MAX",
+                         help="scale the instances between MIN (0: none while idle) and MAX with the backlog")
+    command.add_argument("--target-backlog", type=float, metavar="N",
+                         help="--autoscale's target: queued requests per instance (default: --max-concurrency)")
     smoke_image_options(command)
     command.set_defaults(run=asynchronous)
 
@@ -30,6 +35,9 @@ def asynchronous(args) -> int:
     and answers written to --output; a smoke request goes through it before any teardown."""
     from sagemaker.async_inference import AsyncInferenceConfig
 
+    if args.autoscale and not max(1, args.autoscale.low) <= args.instance_count <= args.autoscale.high:
+        raise usage_error(f"--instance-count {args.instance_count} is outside --autoscale "
+                         f"{args.autoscale.low}:{args.autoscale.high} (an endpoint starts with at least one)")
     session = sagemaker_session(args)
     model, name = build_model(args, session, large_request_environment(args, ASYNC_PAYLOAD_BYTES, ASYNC_TIMEOUT))
     notifications = {key: topic for key, topic in (("SuccessTopic", args.success_topic),
@@ -41,6 +49,8 @@ def asynchronous(args) -> int:
                  wait=True, async_inference_config=config)
     print(f"endpoint {name} is InService (asynchronous)", file=sys.stderr)
     try:
+        if args.autoscale:
+            scale_async(*scaling_clients(session), name, args.autoscale, args.target_backlog or args.max_concurrency)
         smoke_test_async(session, name, args.output, args.bucket, args.key)
     finally:
         keep_or_delete(session, name, args.keep)

@@ -38,6 +38,12 @@ def _response(operation: str, params: dict, region: str) -> dict:
                            "Body": StreamingBody(io.BytesIO(b'{"dry_run": true}'), len(b'{"dry_run": true}'))},
         "ListObjectsV2": {"Contents": [], "KeyCount": 0, "IsTruncated": False},
         "InvokeEndpointAsync": {"InferenceId": "dry-run", "OutputLocation": "s3://dry-run/answers/dry-run.out"},
+        "PutScalingPolicy": {"PolicyARN": f"arn:aws:autoscaling:{region}:{ACCOUNT}:scalingPolicy:dry-run:"
+                                          f"resource/sagemaker/{params.get('ResourceId')}:"
+                                          f"policyName/{params.get('PolicyName')}", "Alarms": []},
+        "DescribeScalingPolicies": {"ScalingPolicies": []},
+        "DescribeScalableTargets": {"ScalableTargets": []},
+        "DescribeAlarms": {"MetricAlarms": []},
         "GetObject": {"Body": StreamingBody(io.BytesIO(b'{"dry_run": true}'), len(b'{"dry_run": true}'))},
     }
     return canned.get(operation, {})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from samples import example
 
@@ -33,3 +34,9 @@ def model_options(command: argparse.ArgumentParser) -> None:
 def smoke_image_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--bucket", default=example.BUCKET, help="bucket of the smoke-test image")
     command.add_argument("--key", default=example.KEY, help="key of the smoke-test image")
+
+
+def usage_error(message: str) -> SystemExit:
+    """A wrong combination of options, told as argparse tells one (exit status 2), before anything is created."""
+    print(f"python -m deploy: error: {message}", file=sys.stderr)
+    return SystemExit(2)

@@ -8,8 +8,10 @@ import time
 
 import numpy as np
 
-from .options import model_options, smoke_image_options
-from .sagemaker_model import RAY_GPU_AMI, build_model, is_gpu_instance, keep_or_delete, sagemaker_session
+from .autoscaling import bounds, default_target_invocations, scale_realtime
+from .instances import is_gpu_instance
+from .options import model_options, smoke_image_options, usage_error
+from .sagemaker_model import RAY_GPU_AMI, build_model, keep_or_delete, sagemaker_session, scaling_clients
 
 
 def register(commands) -> None:
@@ -20,6 +22,11 @@ def register(commands) -> None:
     command.add_argument("--serverless", type=int, metavar="MEMORY_MB", choices=(1024, 2048, 3072, 4096, 5120, 6144),
                          help="a serverless endpoint with this much memory instead (CPU only; 4 MB payloads, 60 s)")
     command.add_argument("--max-concurrency", type=int, default=5, help="serverless: concurrent invocations (default 5)")
+    command.add_argument("--autoscale", type=bounds, metavar="MIN:MAX",
+                         help="scale the instances between MIN (>= 1) and MAX with the invocations (target tracking)")
+    command.add_argument("--target-invocations", type=int, metavar="N",
+                         help="--autoscale's target: invocations per instance per minute (default: derived from the "
+                              "CPU instance's vCPUs, docs/deploy.md#autoscaling; required on GPU instances)")
     command.set_defaults(run=realtime)
 
 
@@ -47,10 +54,30 @@ def timing_loop(runtime, endpoint: str, bucket: str, key: str, count: int) -> di
     return summary
 
 
+def autoscaling_target(args) -> int | None:
+    """--autoscale's target invocations per instance per minute, its options checked before anything is created."""
+    if not args.autoscale:
+        if args.target_invocations:
+            raise usage_error("--target-invocations goes with --autoscale MIN:MAX")
+        return None
+    if args.serverless:
+        raise usage_error("--autoscale: a serverless endpoint scales by itself (--max-concurrency)")
+    if args.autoscale.low < 1:
+        raise usage_error("--autoscale: a realtime endpoint keeps at least one instance (MIN >= 1; `async` scales to 0)")
+    if not args.autoscale.low <= args.instance_count <= args.autoscale.high:
+        raise usage_error(f"--instance-count {args.instance_count} is outside --autoscale "
+                         f"{args.autoscale.low}:{args.autoscale.high}")
+    try:
+        return args.target_invocations or default_target_invocations(args.instance_type)
+    except ValueError as error:
+        raise usage_error(f"--autoscale: {error}") from None
+
+
 def realtime(args) -> int:
     """A realtime endpoint (or, with --serverless MEMORY_MB, a serverless one): smoke test, timing, teardown."""
     from sagemaker.serverless import ServerlessInferenceConfig
 
+    target = autoscaling_target(args)
     session = sagemaker_session(args)
     model, name = build_model(args, session)
     if args.serverless:
@@ -62,6 +89,8 @@ def realtime(args) -> int:
                      endpoint_name=name, wait=True, inference_ami_version=RAY_GPU_AMI if gpu_ray else None)
     print(f"endpoint {name} is InService", file=sys.stderr)
     try:
+        if args.autoscale:
+            scale_realtime(scaling_clients(session)[0], name, args.autoscale, target)
         runtime = session.sagemaker_runtime_client
         smoke_test(runtime, name, args.bucket, args.key)
         if args.requests:

@@ -10,7 +10,10 @@ from datetime import UTC, datetime
 
 import boto3
 
+from .autoscaling import remove_scaling
 from .dryrun import dry_run_session
+from .instances import is_gpu_instance
+from .options import usage_error
 
 HANDLER_VARIABLES = (
     "EFFICIENTDET_COMPOUND_COEF", "EFFICIENTDET_VERSION", "EFFICIENTDET_WEIGHTS", "EFFICIENTDET_INPUT_SIZE",
@@ -35,7 +38,7 @@ def handler_environment(extra: list[str], server: str = "torchserve") -> dict[st
     for pair in extra:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--env {pair!r}: expected KEY=VALUE")
+            raise usage_error(f"--env {pair!r}: expected KEY=VALUE")
         env[key] = value
     if server == "torchserve":
         env.update({"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"})
@@ -55,11 +58,6 @@ def sagemaker_session(args):
         "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", endpoint))
     return sagemaker.Session(boto_session=boto_session, sagemaker_client=sagemaker_client,
                              sagemaker_runtime_client=runtime_client, default_bucket="unused-default-bucket")
-
-
-def is_gpu_instance(instance_type: str) -> bool:
-    """ml.p3.2xlarge, ml.g5.xlarge … have NVIDIA GPUs."""
-    return instance_type.removeprefix("ml.")[:1] in ("p", "g")
 
 
 def ray_image_uri(region: str, instance_type: str) -> str:
@@ -109,7 +107,16 @@ def keep_or_delete(session, name: str, keep: bool) -> None:
         delete_endpoint(session, name)
 
 
+def scaling_clients(session):
+    """Application Auto Scaling's and CloudWatch's clients (AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING and
+    AWS_ENDPOINT_URL_CLOUDWATCH apply, as botocore reads them)."""
+    return session.boto_session.client("application-autoscaling"), session.boto_session.client("cloudwatch")
+
+
 def delete_endpoint(session, name: str) -> None:
+    """The endpoint's autoscaling first (a scalable target left behind would refer to nothing), then the endpoint,
+    its configuration and model."""
+    remove_scaling(*scaling_clients(session), name)
     client = session.sagemaker_client
     config = client.describe_endpoint(EndpointName=name).get("EndpointConfigName", name)
     client.delete_endpoint(EndpointName=name)

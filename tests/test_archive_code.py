@@ -22,9 +22,9 @@ from deploy.vendor import pinned
 pytestmark = pytest.mark.production
 
 # What both AWS images ship that code/'s packages may import (requirements/dlc-2.6.txt and ray-dlc.txt pin them),
-# and what each entry point adds: the TorchServe toolkit's package, or Ray Serve and its web framework.
+# and what each entry point adds: the TorchServe toolkit's package, or Ray Serve with its web framework and config models.
 BOTH_IMAGES = {"torch", "torchvision", "numpy", "PIL", "cv2", "boto3", "botocore", "urllib3"}
-ENTRY_POINTS = {"inference.py": {"sagemaker_inference"}, "ray_app.py": {"ray", "starlette"}}
+ENTRY_POINTS = {"inference.py": {"sagemaker_inference"}, "ray_app.py": {"ray", "starlette", "pydantic"}}
 
 RUN_THE_HANDLER = """
 import json, sys

@@ -126,14 +126,15 @@ def test_deploy_script_refuses_unknown_environment_and_missing_archive(tmp_path)
 
 @pytest.fixture(scope="module")
 def sagemaker_double():
-    """moto in server mode: a local SageMaker (and SageMaker runtime) API."""
+    """moto in server mode: a local SageMaker (and SageMaker runtime), Application Auto Scaling and CloudWatch API."""
     from moto.server import ThreadedMotoServer
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     url = f"http://127.0.0.1:{port}"
-    env = {"AWS_ENDPOINT_URL_SAGEMAKER": url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+    env = {"AWS_ENDPOINT_URL_SAGEMAKER": url, "AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING": url,
+           "AWS_ENDPOINT_URL_CLOUDWATCH": url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_DEFAULT_REGION": "us-east-1"}
     yield url, env
     server.stop()
@@ -285,3 +286,85 @@ def test_serverless_against_sagemaker_double(sagemaker_double):
     config = client.describe_endpoint_config(EndpointConfigName="efficientdet-serverless")
     assert config["ProductionVariants"][0]["ServerlessConfig"] == {"MemorySizeInMB": 2048, "MaxConcurrency": 5}
     assert deploy_cli(env, "delete", "--name", "efficientdet-serverless").returncode == 0
+
+
+def moto_client(url: str, service: str):
+    return boto3.client(service, endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
+                        aws_secret_access_key="testing")
+
+
+def scaling_state(url: str, endpoint: str) -> tuple[list, list, list]:
+    """The endpoint variant's scalable targets, scaling policies and wake-up alarm, as moto holds them."""
+    autoscaling = moto_client(url, "application-autoscaling")
+    resource = f"endpoint/{endpoint}/variant/AllTraffic"
+    targets = autoscaling.describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=[resource])
+    policies = autoscaling.describe_scaling_policies(ServiceNamespace="sagemaker", ResourceId=resource)
+    alarms = moto_client(url, "cloudwatch").describe_alarms(AlarmNamePrefix=endpoint)
+    return targets["ScalableTargets"], policies["ScalingPolicies"], alarms["MetricAlarms"]
+
+
+def test_realtime_autoscale_leaves_a_target_tracking_policy_and_delete_removes_it(sagemaker_double):
+    url, env = sagemaker_double
+    result = deploy_cli(env, "realtime", "--model-data", MODEL_DATA, "--role", ROLE, "--name", "scaled",
+                        "--instance-type", "ml.c5.xlarge", "--autoscale", "1:4", "--keep")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (target,), (policy,), alarms = scaling_state(url, "scaled")
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (1, 4)
+    assert target["ScalableDimension"] == "sagemaker:variant:DesiredInstanceCount" and alarms == []
+    tracking = policy["TargetTrackingScalingPolicyConfiguration"]
+    assert policy["PolicyType"] == "TargetTrackingScaling"
+    assert tracking["PredefinedMetricSpecification"]["PredefinedMetricType"] == "SageMakerVariantInvocationsPerInstance"
+    assert tracking["TargetValue"] == 8.0 * 4 * 60 * 0.5  # docs/deploy.md#autoscaling: 4 vCPUs of ml.c5.xlarge
+    assert tracking["ScaleInCooldown"] > tracking["ScaleOutCooldown"]
+    deleted = deploy_cli(env, "delete", "--name", "scaled")
+    assert deleted.returncode == 0, deleted.stderr[-2000:]
+    assert scaling_state(url, "scaled") == ([], [], [])
+    assert "removed autoscaling of scaled" in deleted.stderr
+
+
+def test_async_autoscale_to_zero_leaves_both_policies_and_the_wake_up_alarm(sagemaker_double):
+    url, env = sagemaker_double
+    moto_client(url, "s3").create_bucket(Bucket="async-answers")
+    result = deploy_cli(dict(env, AWS_ENDPOINT_URL_S3=url), "async", "--model-data", MODEL_DATA, "--role", ROLE,
+                        "--name", "scaled-async", "--output", "s3://async-answers/out/", "--autoscale", "0:4", "--keep")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (target,), policies, (alarm,) = scaling_state(url, "scaled-async")
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (0, 4)
+    by_type = {policy["PolicyType"]: policy for policy in policies}
+    assert set(by_type) == {"TargetTrackingScaling", "StepScaling"}
+    backlog = by_type["TargetTrackingScaling"]["TargetTrackingScalingPolicyConfiguration"]
+    assert backlog["CustomizedMetricSpecification"]["MetricName"] == "ApproximateBacklogSizePerInstance"
+    assert backlog["CustomizedMetricSpecification"]["Dimensions"] == [{"Name": "EndpointName", "Value": "scaled-async"}]
+    assert backlog["TargetValue"] == 4.0  # the instance's --max-concurrency
+    step = by_type["StepScaling"]["StepScalingPolicyConfiguration"]
+    assert step["AdjustmentType"] == "ChangeInCapacity" and step["StepAdjustments"][0]["ScalingAdjustment"] == 1
+    assert alarm["MetricName"] == "HasBacklogWithoutCapacity" and alarm["Namespace"] == "AWS/SageMaker"
+    assert alarm["AlarmActions"] == [by_type["StepScaling"]["PolicyARN"]]
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanOrEqualToThreshold", 1.0)
+    deleted = deploy_cli(env, "delete", "--name", "scaled-async")
+    assert deleted.returncode == 0, deleted.stderr[-2000:]
+    assert scaling_state(url, "scaled-async") == ([], [], [])
+
+
+@pytest.mark.parametrize("args, words", [
+    (("realtime", "--autoscale", "0:4"), "keeps at least one instance"),
+    (("realtime", "--autoscale", "4:1"), "expected MIN:MAX"),
+    (("realtime", "--autoscale", "1:4", "--serverless", "2048"), "serverless endpoint scales by itself"),
+    (("realtime", "--autoscale", "1:4", "--instance-type", "ml.g5.xlarge"), "pass --target-invocations"),
+    (("realtime", "--autoscale", "2:4"), "--instance-count 1 is outside"),
+    (("async", "--output", "s3://b/o/", "--autoscale", "0:4", "--instance-count", "5"), "outside --autoscale"),
+])
+def test_wrong_autoscale_options_are_usage_errors_before_anything_is_created(args, words):
+    result = deploy_cli({}, *args, "--dry-run", "--model-data", MODEL_DATA, "--role", ROLE)
+    assert result.returncode == 2 and words in result.stderr, result.stderr[-2000:]
+    assert "DRY-RUN" not in result.stdout and "Traceback" not in result.stderr
+
+
+def test_a_request_aws_refuses_is_one_line_and_exit_1(sagemaker_double):
+    """moto's SageMaker knows an older list of instance types: its refusal is told as AWS's would be."""
+    url, env = sagemaker_double
+    result = deploy_cli(env, "realtime", "--model-data", MODEL_DATA, "--role", ROLE, "--name", "refused",
+                        "--instance-type", "ml.c6a.xlarge")
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "│" not in result.stderr
+    assert "python -m deploy realtime: An error occurred (ValidationException) when calling the CreateEndpointConfig" \
+        in result.stderr

@@ -298,6 +298,16 @@ def test_concurrent_single_image_requests_get_their_sequential_answers(server, s
             assert unmatched(one["detections"], other["detections"], one["width"], one["height"]) == []
 
 
+def test_ray_serves_the_archive_config_with_autoscaling(server):
+    """config.yaml's autoscaling_config reached Ray Serve: its controller scales the replicas (1..1 here, where the
+    suite sets SAGEMAKER_MODEL_SERVER_WORKERS=1)."""
+    if server["kind"] != "ray":
+        pytest.skip("TorchServe's workers are a fixed count")
+    log = server_log(server)
+    assert "replicas: autoscaling 1..1, 1 at start" in log
+    assert "Registering autoscaling state for deployment Deployment(name='EfficientDet'" in log
+
+
 def test_ray_merges_concurrent_requests_into_one_forward_pass(server):
     if server["kind"] != "ray":
         pytest.skip("TorchServe runs the toolkit's handler once per request: no merging across requests")
