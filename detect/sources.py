@@ -8,18 +8,12 @@ from pathlib import Path
 
 from request_handling.bodies import EntryRequest, parse_s3_location
 from request_handling.errors import bad_request, not_found
-from request_handling.media import SIGNATURE_BYTES, is_image, is_video
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-# what a listing picks; the kind is told by the bytes: MP4/MOV, Matroska/WebM, AVCHD and other MPEG-TS, MPEG-PS,
-# AVI, MXF, FLV, Ogg, ASF
-VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".qt", ".3gp", ".webm", ".mkv", ".mts", ".m2ts", ".ts", ".mpg", ".mpeg",
-                  ".vob", ".avi", ".mxf", ".flv", ".ogv", ".wmv", ".asf"}
+from request_handling.media import SIGNATURE_BYTES, is_clip_name, is_image, is_image_name, is_video
 
 
 def is_media_name(name: str) -> bool:
     """An image's or a video's file name."""
-    return Path(name).suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
+    return is_image_name(name) or is_clip_name(name)
 
 
 def list_s3_media(client, uri: str) -> Iterator[EntryRequest]:

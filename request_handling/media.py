@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from .bodies import SAMPLING_FIELDS, EntryRequest
@@ -31,6 +31,21 @@ VIDEO_MAGIC = {b"\x1a\x45\xdf\xa3": "Matroska/WebM", b"\x00\x00\x01\xba": "MPEG 
                b"\x06\x0e\x2b\x34": "MXF", b"FLV\x01": "FLV", b"OggS": "Ogg", b"\x30\x26\xb2\x75": "ASF/WMV"}
 VIDEO_CONTAINERS = "MP4, MOV, Matroska, WebM, MPEG-TS, M2TS, MPEG-PS, AVI, MXF, FLV, Ogg and ASF"
 RANGED_READ_AHEAD = (256 * 1024, 16 * 1024 * 1024)  # bytes: the first range after a seek, the largest
+# The names a listing picks (python -m detect's folders and S3 prefixes, deploy batch --clips); what a picked file
+# is, is still told by its bytes. Clips: MP4/MOV, Matroska/WebM, AVCHD and other MPEG-TS, MPEG-PS, AVI, MXF, FLV,
+# Ogg, ASF.
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".qt", ".3gp", ".webm", ".mkv", ".mts", ".m2ts", ".ts", ".mpg", ".mpeg",
+                  ".vob", ".avi", ".mxf", ".flv", ".ogv", ".wmv", ".asf"}
+
+
+def is_image_name(name: str) -> bool:
+    return PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def is_clip_name(name: str) -> bool:
+    """A video file's name or S3 key, by its suffix, whatever the case."""
+    return PurePosixPath(name).suffix.lower() in VIDEO_SUFFIXES
 
 
 def is_image(head: bytes) -> bool:

@@ -368,3 +368,110 @@ def test_a_request_aws_refuses_is_one_line_and_exit_1(sagemaker_double):
     assert result.returncode == 1 and "Traceback" not in result.stderr and "│" not in result.stderr
     assert "python -m deploy realtime: An error occurred (ValidationException) when calling the CreateEndpointConfig" \
         in result.stderr
+
+
+CLIP_KINDS = {".mp4": "libx264", ".mts": "libx264", ".mkv": "libx264", ".avi": "mpeg4", ".mpg": "mpeg2video"}
+
+
+@pytest.fixture(scope="module")
+def clip_library(s3_server, tmp_path_factory):
+    """25 clips in five containers under s3://clip-library/catalogue/ (some in sub-folders), beside a poster image
+    and a text file that are not clips."""
+    from helpers.clips import encode, require_ffmpeg
+
+    require_ffmpeg()
+    folder = tmp_path_factory.mktemp("clips")
+    bodies = {suffix: encode(folder / f"clip{suffix}", width=160, height=90, seconds=1, codec=codec).read_bytes()
+              for suffix, codec in CLIP_KINDS.items()}
+    s3 = s3_server.client()
+    s3.create_bucket(Bucket="clip-library")
+    keys = [f"catalogue/{'day2/' if number % 3 else ''}clip-{number:02d}{suffix}"
+            for number, suffix in enumerate(list(CLIP_KINDS) * 5)]
+    for key in keys:
+        s3.put_object(Bucket="clip-library", Key=key, Body=bodies[key[key.rindex("."):]])
+    s3.put_object(Bucket="clip-library", Key="catalogue/poster.jpg", Body=SAMPLE_IMAGE.read_bytes())
+    s3.put_object(Bucket="clip-library", Key="catalogue/notes.txt", Body=b"not a clip")
+    return s3, sorted(keys)
+
+
+def request_files(s3, prefix: str) -> dict[str, list[dict]]:
+    listing = s3.list_objects_v2(Bucket="clip-library", Prefix=prefix).get("Contents", [])
+    return {item["Key"]: [json.loads(line) for line in s3.get_object(Bucket="clip-library", Key=item["Key"])[
+        "Body"].read().decode().splitlines()] for item in listing}
+
+
+def clips_batch(env: dict, name: str, *extra) -> subprocess.CompletedProcess:
+    return deploy_cli(env, "batch", "--model-data", MODEL_DATA, "--role", ROLE, "--name", name, "--instance-count", "3",
+                      "--clips", "s3://clip-library/catalogue/", "--output", "s3://clip-library/answers/", *extra)
+
+
+def test_batch_over_a_clip_library_sends_each_clip_once_and_resumes_with_the_rest(sagemaker_double, s3_server,
+                                                                                 clip_library):
+    url, moto_env = sagemaker_double
+    s3, keys = clip_library
+    env = dict(moto_env, **s3_server.env(), AWS_ENDPOINT_URL_SAGEMAKER=url)
+    first = clips_batch(env, "clips-first", "--sample-fps", "1", "--aggregate", "segments")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert json.loads(first.stdout.splitlines()[-1])["clips"] == 25
+    files = request_files(s3, "answers/requests/clips-first/")
+    assert len(files) >= 3 and all(key.endswith(".jsonl") for key in files)
+    lines = [line for file in files.values() for line in file]
+    assert sorted(line["key"] for line in lines) == keys  # every clip once; not the poster, not the notes
+    assert all(line == {"bucket": "clip-library", "key": line["key"], "sample_fps": 1.0, "aggregate": "segments"}
+               for line in lines)
+    job = moto_client(url, "sagemaker").describe_transform_job(TransformJobName="clips-first")
+    assert job["BatchStrategy"] == "SingleRecord" and job["DataProcessing"]["JoinSource"] == "Input"
+    assert job["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"] == \
+        "s3://clip-library/answers/requests/clips-first/"
+
+    # What Batch Transform leaves after a job stopped part-way: one file's answers, each joined to its request line
+    # (one of them an error, which a resumed job tries again), and a line cut short.
+    first_file, first_lines = sorted(files.items())[0]
+    answers = [dict(line, SageMakerOutput={"source": f"s3://clip-library/{line['key']}", "frames": []})
+               for line in first_lines]
+    answers[0]["SageMakerOutput"] = {"source": "s3://clip-library/x", "error": {"status": 504, "message": "deadline"}}
+    body = "\n".join(json.dumps(answer) for answer in answers) + '\n{"bucket": "clip-library", "key": "catal'
+    s3.put_object(Bucket="clip-library", Key=f"answers/{first_file.rsplit('/', 1)[1]}.out", Body=body.encode())
+    answered = {answer["key"] for answer in answers[1:]}
+
+    resumed = clips_batch(env, "clips-resumed", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads(resumed.stdout.splitlines()[-1])
+    assert (summary["clips"], summary["already_answered"]) == (25 - len(answered), len(answered))
+    sent = [line["key"] for file in request_files(s3, "answers/requests/clips-resumed/").values() for line in file]
+    assert sorted(sent) == sorted(set(keys) - answered)
+
+    for number, line in enumerate(answer for file in request_files(s3, "answers/requests/clips-resumed/").values()
+                                  for answer in file):
+        s3.put_object(Bucket="clip-library", Key=f"answers/rest-{number}.jsonl.out", Body=json.dumps(
+            dict(line, SageMakerOutput={"source": f"s3://clip-library/{line['key']}", "frames": []})).encode())
+    done = clips_batch(env, "clips-done", "--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {"job": None, "status": "Completed",
+                                                         "output": "s3://clip-library/answers/", "clips": 0,
+                                                         "already_answered": 25}
+    jobs = moto_client(url, "sagemaker").list_transform_jobs()["TransformJobSummaries"]
+    assert "clips-done" not in {job["TransformJobName"] for job in jobs}
+
+
+def test_batch_clips_dry_run_lists_for_real_and_prints_every_request(s3_server, clip_library):
+    result = clips_batch(s3_server.env(), "clips-dry", "--dry-run", "--keyframes")
+    assert result.returncode == 0, result.stderr[-3000:]
+    puts = [line for line in result.stdout.splitlines() if line.startswith("DRY-RUN s3.PutObject")]
+    printed = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("  {")]
+    assert len(puts) == 3 and sorted(line["key"] for line in printed) == clip_library[1]
+    assert all(line["keyframes"] is True for line in printed)
+    assert request_files(clip_library[0], "answers/requests/clips-dry/") == {}  # nothing written
+
+
+@pytest.mark.parametrize("args, words", [
+    (("--clips", "s3://clip-library/nothing-here/"), "no clips there"),
+    (("--clips", "s3://clip-library/catalogue/", "--max-frames", "0"), "max_frames"),
+    (("--clips", "s3://clip-library/catalogue/", "--keyframes", "--sample-fps", "2"), "not allowed with"),
+    (("--input", "s3://clip-library/requests/", "--resume"), "go with --clips"),
+])
+def test_wrong_clip_options_are_usage_errors(s3_server, clip_library, args, words):
+    result = deploy_cli(s3_server.env(), "batch", "--dry-run", "--model-data", MODEL_DATA, "--role", ROLE,
+                        "--output", "s3://clip-library/answers/", *args)
+    assert result.returncode == 2 and words in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
