@@ -114,18 +114,27 @@ def scale_async(autoscaling, cloudwatch, endpoint: str, limits: Bounds, target_b
 
 
 def remove_scaling(autoscaling, cloudwatch, endpoint: str) -> None:
-    """The variant's policies, scalable target and wake-up alarm, where there are any (before the endpoint goes)."""
-    policies = autoscaling.describe_scaling_policies(ServiceNamespace=NAMESPACE, ResourceId=resource_id(endpoint),
-                                                     ScalableDimension=DIMENSION)["ScalingPolicies"]
+    """The variant's policies, scalable target and wake-up alarm, where there are any (before the endpoint goes).
+    A role not allowed to look (it never scaled anything) is told so, and the endpoint is deleted all the same."""
+    from botocore.exceptions import ClientError
+
+    try:
+        policies = autoscaling.describe_scaling_policies(
+            ServiceNamespace=NAMESPACE, ResourceId=resource_id(endpoint), ScalableDimension=DIMENSION)["ScalingPolicies"]
+        targets = autoscaling.describe_scalable_targets(
+            ServiceNamespace=NAMESPACE, ResourceIds=[resource_id(endpoint)], ScalableDimension=DIMENSION)["ScalableTargets"]
+        alarms = cloudwatch.describe_alarms(AlarmNames=[wake_alarm_name(endpoint)])["MetricAlarms"]
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") not in ("AccessDenied", "AccessDeniedException"):
+            raise
+        print(f"could not check the autoscaling of {endpoint} ({error}); deleting the endpoint", file=sys.stderr)
+        return
     for policy in policies:
         autoscaling.delete_scaling_policy(PolicyName=policy["PolicyName"], ServiceNamespace=NAMESPACE,
                                           ResourceId=resource_id(endpoint), ScalableDimension=DIMENSION)
-    targets = autoscaling.describe_scalable_targets(ServiceNamespace=NAMESPACE, ResourceIds=[resource_id(endpoint)],
-                                                    ScalableDimension=DIMENSION)["ScalableTargets"]
     if targets:
         autoscaling.deregister_scalable_target(ServiceNamespace=NAMESPACE, ResourceId=resource_id(endpoint),
                                                ScalableDimension=DIMENSION)
-    alarms = cloudwatch.describe_alarms(AlarmNames=[wake_alarm_name(endpoint)])["MetricAlarms"]
     if alarms:
         cloudwatch.delete_alarms(AlarmNames=[wake_alarm_name(endpoint)])
     if policies or targets or alarms:

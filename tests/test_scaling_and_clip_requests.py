@@ -68,3 +68,19 @@ def test_answered_clips_are_the_joined_lines_without_an_error():
              json.dumps(["not", "an", "object"]),
              '{"bucket": "library", "key": "cut-sh']
     assert list(clips_answered_in(lines)) == [("library", "done.mov")]
+
+
+class NotAllowed:
+    """An Application Auto Scaling client for a role without its permissions."""
+
+    def describe_scaling_policies(self, **_):
+        from botocore.exceptions import ClientError
+        raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "not authorized"}},
+                          "DescribeScalingPolicies")
+
+
+def test_deleting_with_a_role_that_may_not_see_autoscaling_goes_on(capsys):
+    from deploy.autoscaling import remove_scaling
+
+    remove_scaling(NotAllowed(), None, "plain-endpoint")
+    assert "could not check the autoscaling of plain-endpoint" in capsys.readouterr().err
