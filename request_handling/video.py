@@ -33,7 +33,10 @@ if TYPE_CHECKING:
     import av
 
 TIME_TOLERANCE = 1e-4  # s: presentation times are rounded to microseconds; frames are at least 4 ms apart
-ROTATIONS = {90: 1, -270: 1, 180: 2, -180: 2, 270: 3, -90: 3}  # display matrix angle → quarter turns (np.rot90's k)
+ROTATIONS = {90: 1, -270: 1, 180: 2, -180: 2, 270: 3, -90: 3}
+# Frames more than this many frame intervals before the next sampled time cannot be the one shown then, unless the
+# clip holds a frame longer (checked for: see Video._at_times); the decoder skips those that are non-reference.
+SKIP_MARGIN_FRAMES = 2  # display matrix angle → quarter turns (np.rot90's k)
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,8 @@ class Video:
         # frame threads hold frames back for a few packets; an intra frame read alone decodes at once on slices
         stream.thread_type = "SLICE" if self._intra else "AUTO"
         self._origin: int | None = None  # the first frame's presentation time: the clip's time 0
+        self._skip_before: int | None = None  # non-reference frames shown before this time (time base) not decoded
+        self._discard = "DEFAULT"
         self._restart(anchor=0)
         first = self._peek()
         if first is None:
@@ -205,6 +210,8 @@ class Video:
                         self._timed = False
                     else:
                         bisect.insort(self._seen, packet.pts)
+                    if self._skip_before is not None:
+                        self._discard_if_early(packet.pts)
                 yield from packet.decode()
         except RequestError:
             raise
@@ -247,6 +254,12 @@ class Video:
         k = bisect.bisect_right(index.keyframe_times, goal) - 1
         if k <= 0 or index.keyframe_positions[k] <= self._anchor + self._read:
             return False
+        self._seek_back_to(wanted)
+        return True
+
+    def _seek_back_to(self, wanted: float) -> None:
+        """Decode from the last keyframe shown at or before `wanted` (s)."""
+        goal = self._origin + math.floor(wanted / self.time_base)
         for _ in range(2):  # a keyframe shown after `wanted` (B-frames delay it): the one before it
             self._seek(goal)
             self._restart(anchor=None)
@@ -254,7 +267,25 @@ class Video:
             if first is None or first.time <= wanted + TIME_TOLERANCE:
                 break
             goal = first.frame.pts - 1
-        return True
+
+    def _discard_if_early(self, pts: int | None) -> None:
+        """Before a packet goes to the decoder: skip it if it is a non-reference frame shown well before the next
+        sampled time (the decoder's threads take the setting with the packet); None: decode whatever comes."""
+        early = pts is not None and self._skip_before is not None and self._timed and pts < self._skip_before
+        discard = "NONREF" if early else "DEFAULT"
+        if discard != self._discard:
+            self.stream.codec_context.skip_frame = self._discard = discard
+
+    def _skipped_since(self, taken: DecodedFrame | None, wanted: float) -> float | None:
+        """The time of the last frame shown at or before `wanted` (s), when the decoder skipped it and gave `taken`
+        (an earlier frame, or None) instead; None when `taken` is that frame."""
+        if not self._timed or self._origin is None:
+            return None
+        goal = self._origin + math.floor((wanted + TIME_TOLERANCE) / self.time_base)
+        last_seen = bisect.bisect_right(self._seen, goal) - 1
+        if last_seen < 0 or (taken is not None and self._seen[last_seen] <= taken.frame.pts):
+            return None
+        return float((self._seen[last_seen] - self._origin) * self.time_base)
 
     def _seek(self, timestamp: int) -> None:
         """To the last keyframe at or before this time (the stream's time base), the decoder emptied."""
@@ -353,15 +384,22 @@ class Video:
         count = 0
         shown: SampledFrame | None = None  # the frame last shown, converted: a held frame is converted once
         previous: DecodedFrame | None = None  # the last frame taken: at or before the sampled time
+        # skipping non-reference frames needs a way back to one that turns out to be shown (a held frame): the index
+        skipping = self._keyframes is not None and self._timed
         for wanted in self._targets(sampling):
             if count >= sampling.max_frames:
                 return
             if self._seek_ahead(wanted):
                 previous = None
-            while (following := self._peek()) is not None and following.time <= wanted + TIME_TOLERANCE:
-                if previous is not None and following.time > previous.time:
-                    self._last_interval = following.time - previous.time
-                previous = self._take()
+            if skipping:
+                early = wanted - SKIP_MARGIN_FRAMES * self._interval
+                self._skip_before = self._origin + math.floor(early / self.time_base)
+            previous, following = self._take_until(wanted, previous)
+            if skipping and (skipped := self._skipped_since(previous, wanted)) is not None:
+                self._skip_before = None  # decoded again from its keyframe, every frame this time
+                self._discard_if_early(None)
+                self._seek_back_to(skipped)
+                previous, following = self._take_until(wanted, None)
             if previous is None and following is not None:  # before the first frame: a player shows it from the start
                 candidate = following
             elif previous is not None and (following is not None or
@@ -379,6 +417,22 @@ class Video:
                 shown = SampledFrame(candidate.index, candidate.time, self._rgb(candidate))
             yield shown
             count += 1
+
+    def _take_until(self, wanted: float, previous: DecodedFrame | None) -> tuple[DecodedFrame | None,
+                                                                                DecodedFrame | None]:
+        """Every frame up to `wanted` (s) taken: (the last of them, or `previous` when none; the next, not taken).
+        The clip's frame interval is learnt from frames that follow each other (none skipped between)."""
+        while (following := self._peek()) is not None and following.time <= wanted + TIME_TOLERANCE:
+            if previous is not None and following.time > previous.time and self._adjacent(previous, following):
+                self._last_interval = following.time - previous.time
+            previous = self._take()
+        return previous, following
+
+    def _adjacent(self, first: DecodedFrame, second: DecodedFrame) -> bool:
+        """Whether no frame the container holds is shown between these two (none was skipped)."""
+        if not self._timed:
+            return True
+        return bisect.bisect_right(self._seen, first.frame.pts) == bisect.bisect_left(self._seen, second.frame.pts)
 
     def _targets(self, sampling: Sampling) -> Iterator[float]:
         """The sampled times in order: the timestamps asked for, or every 1/sample_fps s from start to end (to the

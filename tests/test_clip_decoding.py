@@ -68,6 +68,42 @@ def test_a_seek_gives_the_pixels_of_decoding_every_frame(made, name):
         assert np.array_equal(frame.pixels, every[frame.index].pixels), frame.index
 
 
+@pytest.fixture(scope="module")
+def with_b_frames(tmp_path_factory):
+    """Clips whose non-reference frames can be skipped: HEVC with x265's B-frames in MP4 (as editors export it),
+    MPEG-4 with B-frames in AVI, and H.264 at a variable frame rate, ten frames shown then the tenth held for ten
+    intervals, every B-frame non-reference (so a held frame shown long after its time is one the decoder skips)."""
+    require_ffmpeg()
+    folder = tmp_path_factory.mktemp("b-frames")
+    return {
+        "HEVC in MP4": encode(folder / "hevc.mp4", codec="libx265", seconds=4, rate="25",
+                              options=("-tag:v", "hvc1", "-x265-params", "log-level=error")),
+        "MPEG-4 in AVI": encode(folder / "mpeg4.avi", codec="mpeg4", seconds=4, rate="25", options=("-bf", "2")),
+        "VFR H.264 in MP4": encode(folder / "held.mp4", rate="30", seconds=4, filters="select='not(mod(floor(n/10)\\,2))'",
+                                   options=("-fps_mode", "vfr", "-bf", "3", "-x264-params", "b-adapt=0:b-pyramid=none")),
+    }
+
+
+@pytest.mark.parametrize("name, fps", [("HEVC in MP4", 1), ("MPEG-4 in AVI", 2), ("VFR H.264 in MP4", 2.5),
+                                       ("VFR H.264 in MP4", 7)])
+def test_frames_between_samples_that_nothing_refers_to_are_not_decoded(with_b_frames, name, fps, monkeypatch):
+    """The same frames, pixel for pixel, as decoding every frame; fewer frames decoded where a second holds many
+    that no other frame refers to. Where a frame shown at a sampled time was skipped (a held one), its stretch is
+    decoded again from its keyframe."""
+    clip = with_b_frames[name]
+    every = sampled(clip, every_n_frames=1)
+    decoded = []
+    real = Video._decoded_frame
+    monkeypatch.setattr(Video, "_decoded_frame", lambda self, frame: decoded.append(1) or real(self, frame))
+    picked = sampled(clip, sample_fps=fps)
+    times = frame_times(clip)
+    assert [f.index for f in picked] == [shown_at(times, k / fps) for k in range(len(picked))]
+    for frame in picked:
+        assert np.array_equal(frame.pixels, every[frame.index].pixels), frame.index
+    if fps <= 2:
+        assert len(decoded) < 0.8 * len(times), (len(decoded), len(times))
+
+
 def test_an_all_intra_clip_decodes_one_frame_a_sample(made, monkeypatch):
     decoded = []
     real_rgb = Video._rgb
