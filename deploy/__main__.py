@@ -9,6 +9,7 @@ batch.py, delete.py.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import asynchronous, batch, delete, realtime
@@ -23,13 +24,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit status 0 when done, 1 when AWS refused or failed a request (told in one line), 2 for bad arguments."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
+    """Exit status 0 when done, 1 when AWS refused or failed a request or an endpoint did not start or answer in time
+    (told in one line), 2 for bad arguments."""
     args = parser().parse_args(argv)
+    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")  # we chose the v2 line for PyTorchModel
+    from botocore.exceptions import BotoCoreError, ClientError
+    from sagemaker.exceptions import UnexpectedStatusException
+
     try:
         return args.run(args)
-    except (ClientError, BotoCoreError) as error:
+    except (ClientError, BotoCoreError, UnexpectedStatusException, TimeoutError) as error:
         print(f"python -m deploy {args.command}: {error}", file=sys.stderr)
         return 1
 

@@ -9,7 +9,14 @@ import time
 
 from .autoscaling import bounds, scale_async
 from .options import model_options, smoke_image_options, usage_error
-from .sagemaker_model import build_model, keep_or_delete, large_request_environment, sagemaker_session, scaling_clients
+from .sagemaker_model import (
+    build_model,
+    deploy_or_clean_up,
+    keep_or_delete,
+    large_request_environment,
+    sagemaker_session,
+    scaling_clients,
+)
 
 ASYNC_PAYLOAD_BYTES = 1024**3  # an asynchronous request body may be up to 1 GB
 ASYNC_TIMEOUT = 3600  # seconds SageMaker gives an asynchronous invocation
@@ -45,8 +52,8 @@ def asynchronous(args) -> int:
     config = AsyncInferenceConfig(output_path=args.output, failure_path=f"{args.output.rstrip('/')}/failures/",
                                   max_concurrent_invocations_per_instance=args.max_concurrency,
                                   notification_config=notifications or None)
-    model.deploy(initial_instance_count=args.instance_count, instance_type=args.instance_type, endpoint_name=name,
-                 wait=True, async_inference_config=config)
+    deploy_or_clean_up(session, model, name, initial_instance_count=args.instance_count,
+                       instance_type=args.instance_type, async_inference_config=config)
     print(f"endpoint {name} is InService (asynchronous)", file=sys.stderr)
     try:
         if args.autoscale:

@@ -11,7 +11,14 @@ import numpy as np
 from .autoscaling import bounds, default_target_invocations, scale_realtime
 from .instances import is_gpu_instance
 from .options import model_options, smoke_image_options, usage_error
-from .sagemaker_model import RAY_GPU_AMI, build_model, keep_or_delete, sagemaker_session, scaling_clients
+from .sagemaker_model import (
+    RAY_GPU_AMI,
+    build_model,
+    deploy_or_clean_up,
+    keep_or_delete,
+    sagemaker_session,
+    scaling_clients,
+)
 
 
 def register(commands) -> None:
@@ -81,12 +88,12 @@ def realtime(args) -> int:
     session = sagemaker_session(args)
     model, name = build_model(args, session)
     if args.serverless:
-        model.deploy(endpoint_name=name, wait=True, serverless_inference_config=ServerlessInferenceConfig(
+        deploy_or_clean_up(session, model, name, serverless_inference_config=ServerlessInferenceConfig(
             memory_size_in_mb=args.serverless, max_concurrency=args.max_concurrency))
     else:
         gpu_ray = args.server == "ray" and is_gpu_instance(args.instance_type)
-        model.deploy(initial_instance_count=args.instance_count, instance_type=args.instance_type,
-                     endpoint_name=name, wait=True, inference_ami_version=RAY_GPU_AMI if gpu_ray else None)
+        deploy_or_clean_up(session, model, name, initial_instance_count=args.instance_count,
+                           instance_type=args.instance_type, inference_ami_version=RAY_GPU_AMI if gpu_ray else None)
     print(f"endpoint {name} is InService", file=sys.stderr)
     try:
         if args.autoscale:

@@ -99,6 +99,31 @@ def large_request_environment(args, payload: int, timeout: int) -> dict[str, str
     return env
 
 
+def deploy_or_clean_up(session, model, name: str, **deploy) -> None:
+    """model.deploy(**deploy); when AWS refuses any step or the endpoint fails to start, whatever was created of the
+    model, its endpoint configuration and endpoint is deleted before the error goes on."""
+    try:
+        model.deploy(endpoint_name=name, wait=True, **deploy)
+    except BaseException:
+        remove_what_exists(session, name)
+        raise
+
+
+def remove_what_exists(session, name: str) -> None:
+    """The endpoint, endpoint configuration and model of this name, where each exists."""
+    from botocore.exceptions import ClientError
+
+    client = session.sagemaker_client
+    for operation, key in ((client.delete_endpoint, "EndpointName"), (client.delete_endpoint_config,
+                                                                         "EndpointConfigName"),
+                           (client.delete_model, "ModelName")):
+        try:
+            operation(**{key: name})
+            print(f"deleted {key.removesuffix('Name')} {name} after the failed deployment", file=sys.stderr)
+        except ClientError:
+            pass  # never created
+
+
 def keep_or_delete(session, name: str, keep: bool) -> None:
     """After the smoke test, however it went: the endpoint kept (--keep) or deleted with its config and model."""
     if keep:

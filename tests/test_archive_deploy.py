@@ -369,14 +369,17 @@ def usage_error_of(*args) -> int | str | None:
     return exited.value.code
 
 
-def test_a_request_aws_refuses_is_one_line_and_exit_1(sagemaker_double):
-    """moto's SageMaker knows an older list of instance types: its refusal is told as AWS's would be."""
+def test_a_request_aws_refuses_is_one_line_and_exit_1_and_leaves_nothing_behind(sagemaker_double):
+    """moto's SageMaker knows an older list of instance types: its refusal is told as AWS's would be, and the model
+    created before it is deleted."""
     url, env = sagemaker_double
     result = deploy_cli(env, "realtime", "--model-data", MODEL_DATA, "--role", ROLE, "--name", "refused",
                         "--instance-type", "ml.c6a.xlarge")
     assert result.returncode == 1 and "Traceback" not in result.stderr and "│" not in result.stderr
     assert "python -m deploy realtime: An error occurred (ValidationException) when calling the CreateEndpointConfig" \
         in result.stderr
+    assert "deleted Model refused after the failed deployment" in result.stderr
+    assert moto_client(url, "sagemaker").list_models(NameContains="refused")["Models"] == []
 
 
 CLIP_KINDS = {".mp4": "libx264", ".mts": "libx264", ".mkv": "libx264", ".avi": "mpeg4", ".mpg": "mpeg2video"}
