@@ -46,7 +46,6 @@ def handler_environment(extra: list[str], server: str = "torchserve") -> dict[st
 
 
 def sagemaker_session(args):
-    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")  # we chose the v2 line for PyTorchModel
     warnings.filterwarnings("ignore", module="sagemaker")
     import sagemaker
 

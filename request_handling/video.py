@@ -33,10 +33,10 @@ if TYPE_CHECKING:
     import av
 
 TIME_TOLERANCE = 1e-4  # s: presentation times are rounded to microseconds; frames are at least 4 ms apart
-ROTATIONS = {90: 1, -270: 1, 180: 2, -180: 2, 270: 3, -90: 3}
+ROTATIONS = {90: 1, -270: 1, 180: 2, -180: 2, 270: 3, -90: 3}  # display matrix angle → quarter turns (np.rot90's k)
 # Frames more than this many frame intervals before the next sampled time cannot be the one shown then, unless the
 # clip holds a frame longer (checked for: see Video._at_times); the decoder skips those that are non-reference.
-SKIP_MARGIN_FRAMES = 2  # display matrix angle → quarter turns (np.rot90's k)
+SKIP_MARGIN_FRAMES = 2
 
 
 @dataclass(frozen=True)
