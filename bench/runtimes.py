@@ -81,6 +81,21 @@ def runtimes(model: EfficientDet, threads: int) -> dict[str, dict[str, object]]:
     return chosen
 
 
+def fixed_cost(model: EfficientDet, ours: Detector, threads: int, rounds: int) -> dict:
+    """float32, the network alone at the smallest input the model takes (a sixteenth of D0's pixels at 128 px), each
+    runtime on an export of that size: what a forward pass costs beyond its arithmetic (calls, dispatch,
+    allocation), which a compiled graph pays once and an eager network on every call."""
+    size = ours.config.size_multiple
+    batch = torch.zeros(1, 3, size, size).contiguous(memory_format=ours.memory_format)
+    with tempfile.TemporaryDirectory() as folder:
+        path = export(model, size, "onnx", Path(folder) / "network.onnx")
+        networks = {"ours (fast path)": ours, "ONNX Runtime": onnx_runtime(path, threads, ours),
+                    "OpenVINO": openvino(path, threads, "f32", ours)}
+    return {"input_size": size,
+            "network_p50_ms": time_interleaved({name: lambda n=network: n.forward(batch)
+                                                for name, network in networks.items()}, rounds)}
+
+
 def time_interleaved(calls: dict[str, Callable[[], object]], rounds: int, repeats: int = 3) -> dict[str, float]:
     """p50 ms per call, the calls interleaved round by round, `repeats` in a row each (the first one not timed)."""
     for call in calls.values():
@@ -106,7 +121,7 @@ def bench_runtimes(model: EfficientDet, image: np.ndarray, rounds: int) -> dict:
     batch, _ = reference.preprocess([image])
     images = fidelity_images(image)
     expected = {label: reference.detect([pixels])[0] for label, pixels in images.items()}
-    results: dict = {"threads": threads}
+    results: dict = {"threads": threads, "fixed_cost": fixed_cost(model, reference, threads, rounds)}
     for precision, networks in chosen.items():
         inputs = {name: batch.to(network.dtype) if isinstance(network, Detector) else batch
                   for name, network in networks.items()}
@@ -143,4 +158,10 @@ def runtimes_markdown(results: dict, machine: str) -> list[str]:
                          f"{found} of {total} | {largest:.1e} |")
     if "bfloat16" not in results:
         lines.append("| bfloat16 | not measured: this CPU has no native bfloat16 | | | | | | |")
+    fixed = results.get("fixed_cost")
+    if fixed:
+        times = fixed["network_p50_ms"]
+        lines += ["", f"What a pass costs beyond its arithmetic, float32, the network alone at {fixed['input_size']} px "
+                      "(same threads, interleaved): " + ", ".join(f"{name} {ms:.1f} ms" for name, ms in times.items())
+                  + "."]
     return lines
