@@ -7,6 +7,8 @@ import os
 import sys
 import time
 
+from request_handling.bodies import split_s3_uri
+
 from .autoscaling import bounds, scale_async
 from .options import model_options, smoke_image_options, usage_error
 from .sagemaker_model import (
@@ -68,14 +70,14 @@ def asynchronous(args) -> int:
 def smoke_test_async(session, endpoint: str, output: str, bucket: str, key: str, timeout: float = 600) -> None:
     """Upload one JSON request beside the output, invoke, and print the answer SageMaker writes."""
     s3 = session.boto_session.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3"))
-    out_bucket, _, prefix = output.removeprefix("s3://").partition("/")
+    out_bucket, prefix = split_s3_uri(output)
     request_key = f"{prefix.rstrip('/')}/smoke-requests/{endpoint}.json".lstrip("/")
     s3.put_object(Bucket=out_bucket, Key=request_key, Body=json.dumps({"bucket": bucket, "key": key}).encode())
     answer = session.sagemaker_runtime_client.invoke_endpoint_async(
         EndpointName=endpoint, InputLocation=f"s3://{out_bucket}/{request_key}", ContentType="application/json")
     location = answer["OutputLocation"]
     print(f"smoke test: answer will be at {location}", file=sys.stderr)
-    answer_bucket, _, answer_key = location.removeprefix("s3://").partition("/")
+    answer_bucket, answer_key = split_s3_uri(location)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

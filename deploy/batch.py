@@ -9,10 +9,10 @@ import sys
 
 import boto3
 
-from request_handling.bodies import option_fields
+from request_handling.bodies import option_fields, split_s3_uri
 from request_handling.errors import RequestError
 
-from .clips import answered_clips, list_clips, request_line, split_for_instances, split_s3_uri
+from .clips import answered_clips, list_clips, request_line, split_for_instances
 from .options import model_options, usage_error
 from .sagemaker_model import JSON_LINES, build_model, large_request_environment, sagemaker_session
 

@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
+from request_handling.bodies import split_s3_uri
 from request_handling.media import is_clip_name
 
 JOINED_ANSWER = "SageMakerOutput"  # where Batch Transform's JoinSource=Input puts the answer beside the request line
@@ -16,12 +17,6 @@ class Clip(NamedTuple):
     bucket: str
     key: str
     size: int
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    """s3://bucket/prefix → (bucket, prefix)."""
-    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-    return bucket, prefix
 
 
 def list_clips(s3, uri: str) -> Iterator[Clip]:

@@ -6,7 +6,7 @@ import codecs
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from request_handling.bodies import EntryRequest, parse_s3_location
+from request_handling.bodies import EntryRequest, parse_s3_location, split_s3_uri
 from request_handling.errors import bad_request, not_found
 from request_handling.media import SIGNATURE_BYTES, is_clip_name, is_image, is_image_name, is_video
 
@@ -18,7 +18,7 @@ def is_media_name(name: str) -> bool:
 
 def list_s3_media(client, uri: str) -> Iterator[EntryRequest]:
     """Every image and video object under s3://bucket/prefix, in key order."""
-    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    bucket, prefix = split_s3_uri(uri)
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
             if is_media_name(item["Key"]):
@@ -59,7 +59,7 @@ def expand(inputs: list[str], s3_client, check_bucket: Callable[[EntryRequest], 
             if is_media_name(item) and not item.endswith("/"):
                 yield EntryRequest(*parse_s3_location(item))
             else:
-                check_bucket(EntryRequest(bucket=item.removeprefix("s3://").partition("/")[0], key=""))
+                check_bucket(EntryRequest(bucket=split_s3_uri(item)[0], key=""))
                 yield from list_s3_media(s3_client, item)
             continue
         path = Path(item)

@@ -119,6 +119,12 @@ def validate_location(bucket: object, key: object) -> tuple[str, str]:
     return bucket, key
 
 
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """s3://bucket/key-or-prefix → (bucket, key or prefix), unchecked: for URIs S3 or SageMaker gave, or a CLI's."""
+    bucket, _, rest = uri.removeprefix("s3://").partition("/")
+    return bucket, rest
+
+
 def parse_s3_location(text: str) -> tuple[str, str]:
     """'s3://bucket/key' or 'bucket/key' → (bucket, key)."""
     text = text.strip()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from .bodies import split_s3_uri
 from .results import ClipResult, EntryFailure, FrameResult, ImageResult, Outcome
 from .segments import LabelSummary, summarise
 
@@ -138,7 +139,7 @@ def rekognition_segments_entry(result: ClipResult, model: str) -> dict:
              "LabelModelVersion": model,
              "GetRequestMetadata": {"SortBy": "NAME" if by_name else "TIMESTAMP", "AggregateBy": "SEGMENTS"}}
     if result.source and result.source.startswith("s3://"):
-        bucket, _, key = result.source.removeprefix("s3://").partition("/")
+        bucket, key = split_s3_uri(result.source)
         built["Video"] = {"S3Object": {"Bucket": bucket, "Name": key}}
     return with_errors(built, result)
 

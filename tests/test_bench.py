@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -30,6 +31,8 @@ def test_bench_compares_fast_and_plain_and_the_reduced_decode(reference, tmp_pat
         assert set(rows["1080p H.264 10 Mb/s, sample_fps=1"]["stages_s"]) >= {"decode", "network"}
         assert rows["ProRes 422 HQ 1080p25 master from S3, sample_fps=1"]["read_share"] < 1
         assert not any(row["error"] for row in rows.values())
+        # as a served worker runs a clip by default: every core busy, on parallel passes of its worker's threads
+        assert results["video"]["parallel"] * results["video"]["threads"] == os.cpu_count() and "served worker" in table
     assert set(results["latency"]["fast"]["stages_p50_ms"]) == {"preprocess", "network", "nms"}
     assert results["checkpoint"].endswith("efficientdet-d0.pth") and results["latency"]["speedup_p50"] > 0
     assert set(results["reduced_decode"]) == {"1920x1080", "3840x2160"}
@@ -37,6 +40,8 @@ def test_bench_compares_fast_and_plain_and_the_reduced_decode(reference, tmp_pat
     assert set(runtimes["float32"]["network_p50_ms"]) == {"ours (fast path)", "ONNX Runtime", "OpenVINO"}
     assert "| float32 | ONNX Runtime |" in table and "| float32 | OpenVINO |" in table
     assert ("bfloat16" in runtimes) == ("| bfloat16 | OpenVINO |" in table)
+    assert set(runtimes["fixed_cost"]["network_p50_ms"]) == set(runtimes["float32"]["network_p50_ms"])
+    assert "alone at 128 px" in table
 
 
 def test_bench_times_any_coefficient(tmp_path):
