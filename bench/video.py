@@ -1,8 +1,8 @@
-"""(f) clips through the service, one row per kind of clip stock footage arrives as: frames/s, seconds, the bytes
-read (of an S3 object), and the request's peak memory (Python's allocations, which hold the decoded frames, and the
-process's resident growth, which holds FFmpeg's). The 1080p H.264 clip is also run through today's OpenCV decoder,
-interleaved with PyAV's, with the cores' limit beside it: decode and detection CPU time added and spread over the
-cores."""
+"""(f) clips through the service as one served worker runs them by default, one row per kind of clip stock footage
+arrives as: frames/s, seconds, the bytes read (of an S3 object), and the request's peak memory (Python's allocations,
+which hold the decoded frames, and the process's resident growth, which holds FFmpeg's), from a run of its own. The
+1080p H.264 clip is also run through today's OpenCV decoder, interleaved with PyAV's, with the cores' limit beside it:
+decode and detection CPU time added and spread over the cores."""
 
 from __future__ import annotations
 
