@@ -14,6 +14,7 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -23,7 +24,7 @@ import request_handling.media
 from efficientdet import Detector
 from request_handling.bodies import EntryRequest
 from request_handling.service import DetectionService
-from request_handling.settings import Settings, default_batch_size, default_num_threads, default_parallel_batches
+from request_handling.settings import Settings, load_settings
 from request_handling.video import Sampling, Video
 
 from . import environment
@@ -119,11 +120,11 @@ def detect_only(detector: Detector, pixels: list) -> tuple[float, float]:
 
 
 def served_settings() -> Settings:
-    """What one served worker on this machine runs by default (its torch threads, the forward passes a request
-    runs at once, the batch size), with a deadline and a frame limit that (f)'s clips do not reach."""
-    threads = default_num_threads()
-    return Settings(batch_size=default_batch_size(), num_threads=threads,
-                    parallel_batches=default_parallel_batches(threads), request_timeout=3600, max_video_frames=10_000)
+    """What one served worker on this machine runs with (its torch threads, the forward passes a request runs at
+    once, the batch size): `load_settings` of a model dir with no efficientdet.json, with a deadline and a frame
+    limit that (f)'s clips do not reach."""
+    with tempfile.TemporaryDirectory() as model_dir:
+        return replace(load_settings(model_dir), request_timeout=3600, max_video_frames=10_000)
 
 
 def bench_video(detector: Detector, seconds: int, rounds: int, master: bool = True) -> dict | None:
