@@ -22,14 +22,12 @@ def decode_boxes(anchors: torch.Tensor, regression: torch.Tensor) -> torch.Tenso
                         x_center + width / 2.0, y_center + height / 2.0], dim=-1)
 
 
-def select_detections(class_logits: torch.Tensor, regression: torch.Tensor, anchors: torch.Tensor,
-                      canvas_size: int, score_threshold: float,
-                      iou_threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(boxes in canvas pixels, scores, class ids) of one image, best first.
+def canvas_candidates(class_logits: torch.Tensor, regression: torch.Tensor, anchors: torch.Tensor, canvas_size: int,
+                      score_threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(boxes in canvas pixels, scores, class ids) of one image's anchors above the threshold, in anchor order.
 
-    The score of an anchor is its best class probability. Only anchors above the threshold are
-    decoded, in float32 whatever the network's dtype; boxes are clipped to the canvas' last pixel
-    before class-aware NMS, as in the reference implementation.
+    The score of an anchor is its best class probability. Only anchors above the threshold are decoded, in float32
+    whatever the network's dtype; boxes are clipped to the canvas' last pixel, as in the reference implementation.
     """
     best_logit = class_logits.amax(dim=1).float()
     candidates = torch.nonzero(torch.sigmoid(best_logit) > score_threshold).squeeze(1)
@@ -37,7 +35,53 @@ def select_detections(class_logits: torch.Tensor, regression: torch.Tensor, anch
     boxes = decode_boxes(anchors[candidates].float(), regression[candidates].float())
     boxes[:, :2] = boxes[:, :2].clamp(min=0)
     boxes[:, 2:] = boxes[:, 2:].clamp(max=canvas_size - 1)
-    keep = batched_nms(boxes, scores, classes, iou_threshold)
+    return boxes, scores, classes
+
+
+# The first prefix `class_aware_nms` tries for `limit` kept boxes, as a multiple of `limit`, and its growth factor.
+FIRST_PREFIX_PER_KEPT = 4
+PREFIX_GROWTH = 4
+
+
+def class_aware_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, iou_threshold: float,
+                    limit: int | None = None, counted: torch.Tensor | None = None) -> torch.Tensor:
+    """Indices of the boxes that greedy NMS keeps within each class, best first, equal scores in index order.
+
+    Within a class, boxes are taken by score, equal scores in index order (torchvision's `batched_nms`, whose NMS
+    sorts stably). With `limit`, it stops once the first `limit` kept boxes that `counted` marks (every box when
+    None) are known, and returns the kept boxes up to them: the same as the whole NMS's first ones, since greedy NMS
+    keeps or drops a box on the boxes scored above it alone. So NMS runs on growing prefixes of the boxes by score
+    (never cutting between equal scores), which pays when thousands of candidates pass the score threshold and a
+    request wants a hundred detections.
+    """
+    ranked_scores, order = torch.sort(scores, descending=True, stable=True)
+    size = len(order) if limit is None else min(FIRST_PREFIX_PER_KEPT * max(limit, 1), len(order))
+    while True:
+        if size < len(order):  # every box scored as the prefix's last one belongs to the prefix
+            size = int(torch.searchsorted(-ranked_scores, -ranked_scores[size - 1], right=True))
+        prefix = order[:size]
+        kept = best_first(prefix[batched_nms(boxes[prefix], scores[prefix], classes[prefix], iou_threshold)], scores)
+        if limit is None or size == len(order):
+            return kept
+        found = torch.nonzero(counted[kept]).squeeze(1) if counted is not None else torch.arange(len(kept))
+        if len(found) >= limit:
+            return kept[:int(found[limit - 1]) + 1] if limit > 0 else kept[:0]
+        size = min(PREFIX_GROWTH * size, len(order))
+
+
+def best_first(indices: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """The indices by descending score, equal scores in index order."""
+    indices = indices.sort().values
+    return indices[torch.argsort(scores[indices], descending=True, stable=True)]
+
+
+def select_detections(class_logits: torch.Tensor, regression: torch.Tensor, anchors: torch.Tensor,
+                      canvas_size: int, score_threshold: float,
+                      iou_threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(boxes in canvas pixels, scores, class ids) of one image, best first (equal scores in anchor order):
+    `canvas_candidates`, then class-aware NMS over all of them."""
+    boxes, scores, classes = canvas_candidates(class_logits, regression, anchors, canvas_size, score_threshold)
+    keep = class_aware_nms(boxes, scores, classes, iou_threshold)
     return boxes[keep], scores[keep], classes[keep]
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .anchors import AnchorCache
-from .boxes import select_batch_detections, select_detections, to_image_pixels
+from .boxes import canvas_candidates, class_aware_nms, select_batch_detections, to_image_pixels
 from .config import DEFAULT_ANCHOR_RATIOS, DEFAULT_ANCHOR_SCALES, validate_input_size
 from .graphs import GraphedNetwork
 from .labels import COCO_LABELS
@@ -166,23 +166,34 @@ class Detector:
                     placements: Sequence[Letterbox], score_thresholds: Sequence[float],
                     iou_thresholds: Sequence[float], limits: Sequence[int]) -> list[list[Detection]]:
         """Detections per image from the network's outputs: thresholds, class-aware NMS, boxes in image pixels."""
-        results = []
         with torch.inference_mode():
             if self.device.type == "cuda":  # a few launches for the batch; on CPU the per-image loop is faster
                 selected = select_batch_detections(class_logits, regression, anchors, self.input_size,
                                                    score_thresholds, iou_thresholds)
+                found = []
+                for placement, limit, (boxes, scores, classes) in zip(placements, limits, selected):
+                    boxes, non_empty = to_image_pixels(boxes, placement.scale_x, placement.scale_y,
+                                                       placement.width, placement.height)
+                    kept = torch.nonzero(non_empty).squeeze(1)[:limit]
+                    found.append((boxes[kept], scores[kept], classes[kept]))
             else:
-                selected = [select_detections(class_logits[i], regression[i], anchors, self.input_size,
-                                              score_thresholds[i], iou_thresholds[i]) for i in range(len(placements))]
-            for placement, limit, (boxes, scores, classes) in zip(placements, limits, selected):
-                boxes, non_empty = to_image_pixels(boxes, placement.scale_x, placement.scale_y,
-                                                   placement.width, placement.height)
-                kept = torch.nonzero(non_empty).squeeze(1)[:limit]
-                results.append([
-                    Detection(c, self.labels[c], s, tuple(b))
-                    for b, s, c in zip(boxes[kept].tolist(), scores[kept].tolist(), classes[kept].tolist())
-                ])
-        return results
+                found = [self._image_detections(class_logits[i], regression[i], anchors, placement,
+                                                score_thresholds[i], iou_thresholds[i], limits[i])
+                         for i, placement in enumerate(placements)]
+            return [[Detection(c, self.labels[c], s, tuple(b))
+                     for b, s, c in zip(boxes.tolist(), scores.tolist(), classes.tolist())]
+                    for boxes, scores, classes in found]
+
+    def _image_detections(self, class_logits: torch.Tensor, regression: torch.Tensor, anchors: torch.Tensor,
+                          placement: Letterbox, score_threshold: float, iou_threshold: float,
+                          limit: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One image's first `limit` non-empty detections in image pixels: NMS goes only as far as they need."""
+        boxes, scores, classes = canvas_candidates(class_logits, regression, anchors, self.input_size, score_threshold)
+        image_boxes, non_empty = to_image_pixels(boxes, placement.scale_x, placement.scale_y,
+                                                 placement.width, placement.height)
+        keep = class_aware_nms(boxes, scores, classes, iou_threshold, limit, counted=non_empty)
+        kept = keep[non_empty[keep]][:limit]
+        return image_boxes[kept], scores[kept], classes[kept]
 
     def detect(self, images: Sequence[np.ndarray | torch.Tensor], score_threshold: float | Sequence[float] = 0.2,
                iou_threshold: float | Sequence[float] = 0.2, max_detections: int | Sequence[int] = 100,

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from efficientdet.boxes import decode_boxes, select_detections, to_image_pixels
+from efficientdet.boxes import class_aware_nms, decode_boxes, select_detections, to_image_pixels
 
 pytestmark = pytest.mark.unit
 
@@ -50,6 +50,36 @@ def test_boxes_are_clipped_to_the_canvas_before_nms_and_to_the_image_after():
 def test_nothing_above_the_threshold_gives_empty_tensors():
     boxes, scores, classes = select_detections(torch.full((3, 4), -10.0), torch.zeros(3, 4), ANCHORS, 128, 0.2, 0.2)
     assert boxes.shape == (0, 4) and scores.numel() == classes.numel() == 0
+
+
+def crowded_candidates(count: int, classes: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Boxes crowded on a 512 px canvas, as an untrained or low-threshold model leaves thousands of them."""
+    generator = torch.Generator().manual_seed(seed)
+    corners = torch.rand(count, 2, generator=generator) * 480
+    sizes = torch.rand(count, 2, generator=generator) * 60 + 4
+    scores = torch.rand(count, generator=generator)
+    return torch.cat([corners, corners + sizes], dim=1), scores, torch.randint(classes, (count,), generator=generator)
+
+
+@pytest.mark.parametrize("limit", [1, 10, 100, 1000])
+def test_nms_up_to_a_limit_keeps_the_same_first_boxes_as_the_whole_nms(limit):
+    boxes, scores, classes = crowded_candidates(6000, classes=5)
+    whole = class_aware_nms(boxes, scores, classes, 0.2)
+    counted = boxes[:, 0] > 100  # say, the boxes that land inside the image
+    first = class_aware_nms(boxes, scores, classes, 0.2, limit, counted=counted)
+    assert torch.equal(first, whole[:len(first)])
+    assert counted[first].sum() == limit and counted[first[-1]]
+    assert torch.equal(class_aware_nms(boxes, scores, classes, 0.2, limit), whole[:limit])
+
+
+def test_nms_takes_equal_scores_in_index_order_and_never_splits_them_at_a_limit():
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0]] * 50 + [[100.0, 100.0, 110.0, 110.0]] * 50)
+    scores, classes = torch.full((100,), 0.5), torch.zeros(100, dtype=torch.long)
+    scores[50:] = 0.25
+    assert class_aware_nms(boxes, scores, classes, 0.5).tolist() == [0, 50]
+    assert class_aware_nms(boxes, scores, classes, 0.5, limit=1).tolist() == [0]
+    assert class_aware_nms(boxes, scores, classes, 0.5, limit=2).tolist() == [0, 50]
+    assert class_aware_nms(boxes, scores, classes, 0.5, limit=0).tolist() == []
 
 
 def test_the_whole_batch_at_once_gives_each_images_own_detections():
