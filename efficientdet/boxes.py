@@ -108,7 +108,7 @@ def select_batch_detections(class_logits: torch.Tensor, regression: torch.Tensor
         keep = batched_nms(boxes[in_group], scores[in_group], images[in_group] * num_classes + classes[in_group], iou)
         kept_parts.append(in_group[keep])
     kept = torch.cat(kept_parts) if kept_parts else images.new_zeros(0)
-    kept = kept[torch.argsort(scores[kept], descending=True, stable=True)]
+    kept = best_first(kept, scores)  # candidates are in image, then anchor order
     per_image = images[kept]
     return [(boxes[kept[per_image == i]], scores[kept[per_image == i]], classes[kept[per_image == i]])
             for i in range(count)]

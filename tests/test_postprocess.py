@@ -84,7 +84,7 @@ def test_nms_takes_equal_scores_in_index_order_and_never_splits_them_at_a_limit(
 
 def test_the_whole_batch_at_once_gives_each_images_own_detections():
     """Random heads for 4 images of 3069 anchors (D0 at 128 px), per-image thresholds and IoUs: the batched
-    step returns exactly what the per-image step does, image by image, best first."""
+    step returns exactly what the per-image step does, image by image, best first, equal scores in the same order."""
     from efficientdet.anchors import generate_anchors
     from efficientdet.boxes import select_batch_detections
     from efficientdet.config import DEFAULT_ANCHOR_RATIOS, DEFAULT_ANCHOR_SCALES
@@ -94,6 +94,7 @@ def test_the_whole_batch_at_once_gives_each_images_own_detections():
                               dtype=torch.float32)
     logits = torch.randn(4, anchors.shape[0], 90, generator=generator) - 4
     regression = torch.randn(4, anchors.shape[0], 4, generator=generator) * 0.3
+    logits[2:] = torch.round(logits[2:])  # the last two images with thousands of equal scores
     thresholds, ious = [0.2, 0.5, 0.05, 0.2], [0.2, 0.5, 0.2, 0.7]
     batched = select_batch_detections(logits, regression, anchors, 128, thresholds, ious)
     for i, (boxes, scores, classes) in enumerate(batched):
