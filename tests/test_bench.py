@@ -29,6 +29,8 @@ def test_bench_compares_fast_and_plain_and_the_reduced_decode(reference, tmp_pat
         rows = results["video"]["rows"]
         assert rows["1080p H.264 10 Mb/s, sample_fps=1"]["frames"] == 2 and "today's OpenCV decoder" in table
         assert set(rows["1080p H.264 10 Mb/s, sample_fps=1"]["stages_s"]) >= {"decode", "network"}
+        camera = rows["1080p H.264 10 Mb/s, camera GOP (IBBP), sample_fps=1"]
+        assert camera["frames"] == 2 and camera["opencv_seconds"] > 0
         assert rows["ProRes 422 HQ 1080p25 master from S3, sample_fps=1"]["read_share"] < 1
         assert not any(row["error"] for row in rows.values())
         # as a served worker runs a clip by default: every core busy, on parallel passes of its worker's threads
