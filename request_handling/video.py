@@ -10,6 +10,8 @@ Only what the sampling needs is read and decoded:
 - where the container indexes every frame (MP4/MOV, MXF, AVI), a sampled time whose keyframe lies ahead of the
   decoder is reached by seeking to that keyframe, so the bytes between are never read: in an all-intra clip
   (ProRes, DNxHD/HR) each sample is one seek and one decode;
+- frames no other frame refers to (most B-frames) are not decoded when shown well before the next sampled time,
+  in every container whose packets carry their times;
 - frames are converted to RGB only when shown, and a frame shown at several sampled times (held on screen by a
   variable frame rate) is decoded and converted once;
 - `keyframes` sampling has the decoder skip every frame but the keyframes.
@@ -268,6 +270,15 @@ class Video:
                 break
             goal = first.frame.pts - 1
 
+    def _rewind(self) -> None:
+        """Decode from the clip's first frame again (a container without an index of every frame)."""
+        self.container.seek(0, backward=True, any_frame=False)  # before the first packet: the container's start
+        self.stream.codec_context.flush_buffers()
+        self._restart(anchor=0)
+        first = self._peek()
+        if first is None or first.frame.pts != self._origin:
+            raise bad_request(f"{self.source}: its start could not be found again (the clip is damaged)")
+
     def _discard_if_early(self, pts: int | None) -> None:
         """Before a packet goes to the decoder: skip it if it is a non-reference frame shown well before the next
         sampled time (the decoder's threads take the setting with the packet); None: decode whatever comes."""
@@ -384,8 +395,10 @@ class Video:
         count = 0
         shown: SampledFrame | None = None  # the frame last shown, converted: a held frame is converted once
         previous: DecodedFrame | None = None  # the last frame taken: at or before the sampled time
-        # skipping non-reference frames needs a way back to one that turns out to be shown (a held frame): the index
-        skipping = self._keyframes is not None and self._timed
+        # non-reference frames are skipped where the packets have times to tell which are early; should a skipped one
+        # turn out to be shown (a held frame), its stretch is decoded again: from its keyframe where the container
+        # indexes them, else from the start of the clip, every frame from then on
+        skipping = self._timed
         for wanted in self._targets(sampling):
             if count >= sampling.max_frames:
                 return
@@ -396,9 +409,13 @@ class Video:
                 self._skip_before = self._origin + math.floor(early / self.time_base)
             previous, following = self._take_until(wanted, previous)
             if skipping and (skipped := self._skipped_since(previous, wanted)) is not None:
-                self._skip_before = None  # decoded again from its keyframe, every frame this time
+                self._skip_before = None  # decoded again, every frame this time
                 self._discard_if_early(None)
-                self._seek_back_to(skipped)
+                if self._keyframes is not None:
+                    self._seek_back_to(skipped)
+                else:
+                    self._rewind()
+                    skipping = False
                 previous, following = self._take_until(wanted, None)
             if previous is None and following is not None:  # before the first frame: a player shows it from the start
                 candidate = following

@@ -71,25 +71,36 @@ def test_a_seek_gives_the_pixels_of_decoding_every_frame(made, name):
 @pytest.fixture(scope="module")
 def with_b_frames(tmp_path_factory):
     """Clips whose non-reference frames can be skipped: HEVC with x265's B-frames in MP4 (as editors export it),
-    MPEG-4 with B-frames in AVI, and H.264 at a variable frame rate, ten frames shown then the tenth held for ten
-    intervals, every B-frame non-reference (so a held frame shown long after its time is one the decoder skips)."""
+    MPEG-4 with B-frames in AVI, a camera's IBBP H.264 in M2TS (AVCHD) and MPEG-2 in MPEG-PS (neither container
+    indexes every frame), and H.264 at a variable frame rate in MP4, Matroska and MPEG-TS, ten frames shown then the
+    tenth held for ten intervals, every B-frame non-reference (so a held frame shown long after its time is one the
+    decoder skips)."""
     require_ffmpeg()
     folder = tmp_path_factory.mktemp("b-frames")
+    ibbp = ("-bf", "2", "-x264-params", "b-adapt=0:b-pyramid=none:keyint=15")
+    held = dict(rate="30", seconds=4, filters="select='not(mod(floor(n/10)\\,2))'",
+                options=("-fps_mode", "vfr", "-bf", "3", "-x264-params", "b-adapt=0:b-pyramid=none"))
     return {
         "HEVC in MP4": encode(folder / "hevc.mp4", codec="libx265", seconds=4, rate="25",
                               options=("-tag:v", "hvc1", "-x265-params", "log-level=error")),
         "MPEG-4 in AVI": encode(folder / "mpeg4.avi", codec="mpeg4", seconds=4, rate="25", options=("-bf", "2")),
-        "VFR H.264 in MP4": encode(folder / "held.mp4", rate="30", seconds=4, filters="select='not(mod(floor(n/10)\\,2))'",
-                                   options=("-fps_mode", "vfr", "-bf", "3", "-x264-params", "b-adapt=0:b-pyramid=none")),
+        "AVCHD H.264 in M2TS": encode(folder / "avchd.mts", seconds=4, rate="30000/1001",
+                                      options=(*ibbp, "-f", "mpegts", "-mpegts_m2ts_mode", "1")),
+        "MPEG-2 in MPEG-PS": encode(folder / "mpeg2.mpg", codec="mpeg2video", seconds=4, rate="25",
+                                    options=("-bf", "2")),
+        "VFR H.264 in MP4": encode(folder / "held.mp4", **held),
+        "VFR H.264 in Matroska": encode(folder / "held.mkv", **held),
+        "VFR H.264 in MPEG-TS": encode(folder / "held.ts", **held),
     }
 
 
-@pytest.mark.parametrize("name, fps", [("HEVC in MP4", 1), ("MPEG-4 in AVI", 2), ("VFR H.264 in MP4", 2.5),
-                                       ("VFR H.264 in MP4", 7)])
+@pytest.mark.parametrize("name, fps", [("HEVC in MP4", 1), ("MPEG-4 in AVI", 2), ("AVCHD H.264 in M2TS", 1),
+                                       ("MPEG-2 in MPEG-PS", 2), ("VFR H.264 in MP4", 2.5), ("VFR H.264 in MP4", 7),
+                                       ("VFR H.264 in Matroska", 2.5), ("VFR H.264 in MPEG-TS", 2.5)])
 def test_frames_between_samples_that_nothing_refers_to_are_not_decoded(with_b_frames, name, fps, monkeypatch):
     """The same frames, pixel for pixel, as decoding every frame; fewer frames decoded where a second holds many
     that no other frame refers to. Where a frame shown at a sampled time was skipped (a held one), its stretch is
-    decoded again from its keyframe."""
+    decoded again: from its keyframe where the container indexes every frame, else from the start."""
     clip = with_b_frames[name]
     every = sampled(clip, every_n_frames=1)
     decoded = []
