@@ -113,7 +113,9 @@ def test_cli_over_s3_prefix_interrupted_and_resumed(reference, s3_server, tmp_pa
     env = dict(os.environ, **s3_server.env(), ALLOWED_BUCKETS=USER_BUCKET)
     command = [sys.executable, "-m", "detect", f"s3://{USER_BUCKET}/frames/video-9/", "--weights",
                str(reference / "efficientdet-d0.pth"), "--out", str(out), "--chunk", "1"]
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # as from a terminal: a test run started as a background job ignores SIGINT, and its children would inherit that
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 5):
         time.sleep(0.1)
