@@ -22,7 +22,7 @@ RAY_STAMP := $(RAY_VENV)/.installed
 SERVER ?= torchserve
 SERVE_MODULE := $(if $(filter ray,$(SERVER)),localrun.ray_serve,localrun.serve)
 
-.PHONY: venv java ffmpeg test test-dev test-production test-ray test-unit lint serve weights demo bench load gpu-carry clean
+.PHONY: venv java ffmpeg test test-dev test-production test-ray test-unit lint serve weights demo bench load gpu-carry gpu-av clean
 
 $(STAMP): requirements/dev.txt requirements/serve.txt requirements/deploy.txt requirements/archive.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -95,6 +95,12 @@ load: venv java
 # what a GPU machine without a package index lacks for bench/gpu-check.sh, from the production venv (Python 3.12)
 gpu-carry: $(PROD_STAMP)
 	PROD_VENV=$(PROD_VENV) bash bench/gpu-carry.sh
+
+# the archive's PyAV wheel (36 MB), for bench/gpu-check.sh's clip part
+gpu-av: venv
+	rm -rf build/gpu-av && mkdir -p build/gpu-av
+	$(PY) -c 'import shutil; from deploy.vendor import pinned, wheel_for; \
+	[shutil.copy(wheel_for(r), "build/gpu-av") for r in pinned() if r.startswith("av==")]'
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache .sagemaker $(PROD_VENV) $(RAY_VENV)

@@ -10,14 +10,16 @@ float16/float32 × CUDA graphs on/off) it times:
 (c) peak GPU memory;
 and once, for the first coefficient: the device decoder against the CPU one (Pillow's libjpeg-turbo, what the
 reference and the CPU path use): time per frame, and the share of CPU-decode detections found again in the device
-decode's; and (d) float16's detections against float32's, on the device and on the CPU, and against the reference
-implementation's own detections of the fixtures' photograph.
+decode's; (d) float16's detections against float32's, on the device and on the CPU, and against the reference
+implementation's own detections of the fixtures' photograph; and (e), with PyAV, a 1080p H.264 clip at one frame a
+second through the service, each stage's seconds. `--parts images` or `--parts video` runs one side alone.
 `--device cpu` runs the same script on CPU, as a smoke test of the script: its numbers say nothing of a GPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -151,6 +153,28 @@ def bench_decoders(detector: Detector, rounds: int) -> dict:
     return results
 
 
+def bench_clip(detector: Detector, seconds: int) -> dict:
+    """(e) a `seconds`-long 1080p30 H.264 clip at 10 Mb/s, made by PyAV's x264, at one frame a second through the
+    service with this machine's served defaults (decoded on the CPU by PyAV, letterboxed and detected on the
+    device, `BATCH_SIZE` frames a pass): the seconds, frames/s and each stage's seconds summed over the clip, of
+    the second of two requests (the first warms the decoder and the batch sizes up)."""
+    if importlib.util.find_spec("av") is None:
+        return {"skipped": "PyAV (av) is not importable here; `make gpu-av` puts its wheel in build/gpu-av, which "
+                           "bench/gpu-check.sh unpacks"}
+    from request_handling.bodies import EntryRequest
+    from request_handling.service import DetectionService
+
+    from .video import encoded_by_pyav, served_settings, timed_request
+
+    with tempfile.TemporaryDirectory() as folder:
+        data = encoded_by_pyav(Path(folder) / "clip.mp4", FRAME, 30, seconds).read_bytes()
+    service = DetectionService(detector, served_settings())
+    request = EntryRequest(inline=data, sample_fps=1.0)
+    timed_request(service, request)
+    return timed_request(service, request) | {"clip_seconds": seconds, "clip_mb": len(data) / 1e6,
+                                               "batch_size": service.settings.batch_size}
+
+
 def reference_detections() -> tuple[np.ndarray, list[Detection]] | None:
     """The fixtures' photograph and the reference implementation's detections of it (boxes clipped to the image, as
     ours are), where the fixtures are at hand."""
@@ -232,14 +256,17 @@ def run(args: argparse.Namespace) -> dict:
                     sizes = batch_sizes_for(coef, args.batch_sizes)
                     row = bench_realtime(model_dir, half, graphs, sizes, args.rounds)
                     detector = row.pop("service").detector
-                    row["batches"] = bench_batches(detector, sizes, args.rounds)
-                    row["peak_gpu_memory_mb"] = gpu_memory_mb(device)
-                    if coef == args.coefs[0] and "decoders" not in results:
-                        results["decoders"] = bench_decoders(detector, args.rounds)
+                    if "images" in args.parts:
+                        row["batches"] = bench_batches(detector, sizes, args.rounds)
+                        row["peak_gpu_memory_mb"] = gpu_memory_mb(device)
+                        if coef == args.coefs[0] and "decoders" not in results:
+                            results["decoders"] = bench_decoders(detector, args.rounds)
+                    if "video" in args.parts and args.video_seconds and "video" not in results:
+                        results["video"] = {"configuration": name} | bench_clip(detector, args.video_seconds)
                     results["configurations"][name] = row
                     print(f"{name}: realtime p50 {row['realtime']['p50_ms']:.1f} ms", flush=True)
                     del detector
-                    if coef == 0 and "float16_fidelity" not in results:
+                    if coef == 0 and "float16_fidelity" not in results and "images" in args.parts:
                         results["float16_fidelity"] = bench_float16_fidelity(args.checkpoint, device)
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
@@ -256,11 +283,17 @@ def markdown(results: dict) -> str:
     lines = [f"Machine: {results['machine']}, {results['date']}.", "",
              "| configuration | cold start s | realtime p50 ms | realtime p95 ms | peak GPU MB |", "| --- | --- | --- | --- | --- |"]
     for name, row in results["configurations"].items():
-        memory = row["peak_gpu_memory_mb"]
+        memory = row.get("peak_gpu_memory_mb")
         lines.append(f"| {name} | {row['cold_start_s']:.1f} | {row['realtime']['p50_ms']:.1f} | "
                      f"{row['realtime']['p95_ms']:.1f} | {'' if memory is None else f'{memory:.0f}'} |")
-    lines += ["", "| configuration | batch | decode ms | letterbox ms | network ms | post-processing ms | images/s |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+    if any("batches" in row for row in results["configurations"].values()):
+        lines += images_markdown(results)
+    return "\n".join(lines + clip_markdown(results.get("video")))
+
+
+def images_markdown(results: dict) -> list[str]:
+    lines = ["", "| configuration | batch | decode ms | letterbox ms | network ms | post-processing ms | images/s |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, row in results["configurations"].items():
         for size, batch in row["batches"].items():
             stages = batch["stages_p50_ms"]
@@ -268,7 +301,7 @@ def markdown(results: dict) -> str:
                          + f" | {batch['images_per_s']:.0f} |")
     lines += ["", "| 1080p JPEG | device decode p50 ms | Pillow decode p50 ms | pixels differing | max / mean difference "
                   "| CPU-decode detections found again |", "| --- | --- | --- | --- | --- | --- |"]
-    for name, row in results.get("decoders", {}).items():
+    for name, row in results["decoders"].items():
         found, wanted = row["cpu_detections_found_again"]
         lines.append(f"| {name} | {row['device_decode']['p50_ms']:.1f} | {row['cpu_decode']['p50_ms']:.1f} | "
                      f"{100 * row['pixels_differing_share']:.1f} % | {row['pixels_max_difference']} / "
@@ -279,7 +312,19 @@ def markdown(results: dict) -> str:
     for image, comparisons in results.get("float16_fidelity", {}).items():
         for name, row in comparisons.items():
             lines.append(f"| {image} | {name} | {row['found']} of {row['of']} | {row['largest_score_change']:.1e} |")
-    return "\n".join(lines)
+    return lines
+
+
+def clip_markdown(video: dict | None) -> list[str]:
+    if not video:
+        return []
+    if "skipped" in video:
+        return ["", f"Clip: skipped ({video['skipped']})."]
+    stages = ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in video["stages_s"].items())
+    return ["", f"Clip ({video['configuration']}, batch {video['batch_size']}): {video['clip_seconds']} s of 1080p30 "
+                f"H.264 at 10 Mb/s ({video['clip_mb']:.0f} MB) at one frame a second, {video['frames']} frames"
+                f"{' (error)' if video['error'] else ''} in {video['seconds']:.2f} s ({video['frames_per_s']:.1f} "
+                f"frames/s); stages summed over the clip: {stages}."]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -293,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="CUDA graphs on and/or off")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--parts", nargs="+", choices=["images", "video"], default=["images", "video"],
+                        help="(a)-(d) on images and/or (e) the clip")
+    parser.add_argument("--video-seconds", type=int, default=60, help="length of (e)'s clip (0: skip it)")
     parser.add_argument("--json", default=str(REPO / "build" / "bench" / "gpu.json"))
     args = parser.parse_args(argv)
     args.checkpoint = args.checkpoint or default_checkpoint(0)

@@ -45,6 +45,33 @@ def encoded(out: Path, size: str, rate: int, seconds: int, codec: tuple[str, ...
     return out
 
 
+def encoded_by_pyav(out: Path, size: tuple[int, int], rate: int, seconds: int, bit_rate: int = 10_000_000) -> Path:
+    """A moving test pattern with temporal grain, encoded by PyAV's x264 (`veryfast`, its own choice of frame types)
+    into MP4: for a machine without the ffmpeg program (a GPU machine's bare image)."""
+    import av
+
+    width, height = size
+    graph = av.filter.Graph()
+    steps = [graph.add("testsrc2", f"size={width}x{height}:rate={rate}:duration={seconds}"),
+             graph.add("noise", "alls=40:allf=t"), graph.add("format", "yuv420p"), graph.add("buffersink")]
+    for first, second in zip(steps, steps[1:]):
+        first.link_to(second)
+    graph.configure()
+    with av.open(str(out), "w", options={"movflags": "+faststart"}) as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt, stream.bit_rate = width, height, "yuv420p", bit_rate
+        stream.options = {"preset": "veryfast", "maxrate": str(bit_rate), "bufsize": str(2 * bit_rate)}
+        while True:
+            try:
+                frame = steps[-1].pull()
+            except (av.error.EOFError, av.error.BlockingIOError):
+                break
+            frame.pts = None
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return out
+
+
 H264_10MBPS = ("-c:v", "libx264", "-preset", "veryfast", "-b:v", "10M", "-maxrate", "10M", "-bufsize", "20M",
                "-pix_fmt", "yuv420p", "-movflags", "+faststart")
 PRORES_HQ = ("-c:v", "prores_ks", "-profile:v", "3", "-pix_fmt", "yuv422p10le")

@@ -57,7 +57,8 @@ def test_gpu_bench_runs_without_a_server_or_s3(reference, tmp_path):
     """`python -m bench.gpu` on CPU: the script's smoke test (its numbers are for a GPU)."""
     out = tmp_path / "gpu.json"
     result = subprocess.run([sys.executable, "-m", "bench.gpu", "--device", "cpu", "--coefs", "0", "--dtypes", "float32",
-                             "--graphs", "off", "--batch-sizes", "1", "2", "--rounds", "1", "--json", str(out)],
+                             "--graphs", "off", "--batch-sizes", "1", "2", "--rounds", "1", "--video-seconds", "2",
+                             "--json", str(out)],
                             cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     results = json.loads(out.read_text())
@@ -72,3 +73,7 @@ def test_gpu_bench_runs_without_a_server_or_s3(reference, tmp_path):
     assert "coffee.png (fixtures)" in fidelity and len(fidelity) == 4
     assert all(row["found"] == row["of"] > 0 for rows in fidelity.values() for row in rows.values())
     assert "reference implementation → float16" in fidelity["coffee.png (fixtures)"]
+    # (e): two seconds of 1080p at one frame a second, each stage of the service timed
+    video = results["video"]
+    assert video["frames"] == 2 and not video["error"] and {"decode", "network"} <= set(video["stages_s"])
+    assert "frames/s" in result.stdout

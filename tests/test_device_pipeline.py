@@ -1,5 +1,6 @@
 """The GPU path's pieces, tested on CPU: the torch letterbox against OpenCV's, tensors in and out of the detector,
-the batched JPEG decode (torchvision; nvJPEG on a GPU) with EXIF orientation, CUDA graphs where a GPU is present."""
+the batched JPEG decode (torchvision; nvJPEG on a GPU) with EXIF orientation, a clip's frames, CUDA graphs where a GPU
+is present."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ from helpers.matching import unmatched
 from helpers.toolkit import Toolkit
 from PIL import Image
 
+from bench.video import encoded_by_pyav
 from efficientdet import Detector
 from efficientdet.preprocess import letterbox, letterbox_tensor
 from request_handling import placement as placement_module
 from request_handling import service as service_module
 from request_handling.images import decode_image, decode_jpegs_on_device, jpeg_for_device, oriented
 from request_handling.placement import serving_device, warm_up_batch_sizes
+from request_handling.video import Sampling, Video
 
 pytestmark = pytest.mark.production
 
@@ -239,3 +242,26 @@ def test_device_decoding_of_a_multi_image_request_from_s3(s3_server, reference_m
             expected = detector.detect([image.pixels])[0]
             assert detects_as_on_the_cpu(expected, result["detections"], torch.device(device), image.width,
                                          image.height), key
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_clips_frames_are_detected_on_the_device_as_on_the_cpu(reference_model_dir, reference, device, tmp_path):
+    """A clip decodes on the CPU (PyAV) whatever the device; its sampled frames go to the device as uint8 pixels and
+    are letterboxed and detected there (on a GPU two frames a pass): each frame's detections as the CPU finds them
+    in its pixels. The clip is made by PyAV's x264, so that this runs on a GPU machine without the ffmpeg program."""
+    pytest.importorskip("av")
+    clip = encoded_by_pyav(tmp_path / "clip.mp4", (1280, 720), 10, 3)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("BATCH_SIZE", "1" if device == "cpu" else "2")  # on CPU, the fixtures' rule: one frame a pass
+        handler = pinned_toolkit(reference_model_dir, device, env)
+        response = handler.invoke(clip.read_bytes(), "video/mp4",
+                                  headers={"X-Amzn-SageMaker-Custom-Attributes": "sample_fps=2"})
+    assert response.status == 200, response.body[:300]
+    frames = response.json()["frames"]
+    decoded = list(Video(clip, "clip").frames(Sampling(sample_fps=2.0)))
+    assert [f["time"] for f in frames] == pytest.approx([d.time for d in decoded]) and len(frames) == 6
+    detector = Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0)
+    for frame, pixels in zip(frames, (d.pixels for d in decoded)):
+        expected = detector.detect([pixels])[0]
+        assert len(expected) > 0 and detects_as_on_the_cpu(expected, frame["detections"], torch.device(device),
+                                                           1280, 720)
