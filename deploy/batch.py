@@ -13,6 +13,7 @@ from request_handling.bodies import option_fields, split_s3_uri
 from request_handling.errors import RequestError
 
 from .clips import answered_clips, list_clips, request_line, split_for_instances
+from .instances import instance_gpus
 from .options import model_options, usage_error
 from .sagemaker_model import JSON_LINES, build_model, large_request_environment, sagemaker_session
 
@@ -36,6 +37,8 @@ def register(commands) -> None:
     clip_options.add_argument("--resume", action="store_true",
                               help="leave out the clips already answered under --output (by an earlier job)")
     command.add_argument("--max-payload-mb", type=int, default=1, help="MaxPayloadInMB of each mini-batch (default 1)")
+    command.add_argument("--max-concurrent-transforms", type=int, metavar="N",
+                         help="requests each instance is sent at once (default: its GPUs, 1 on a CPU instance)")
     command.add_argument("--timeout", type=int, default=3600, help="InvocationsTimeoutInSeconds (default 3600)")
     command.set_defaults(run=batch)
 
@@ -47,6 +50,7 @@ def batch(args) -> int:
     from sagemaker.transformer import Transformer
 
     clip_request = clip_request_options(args)
+    concurrency = concurrent_transforms(args)
     session = sagemaker_session(args)
     model, name = build_model(args, session)
     summary = {}
@@ -60,7 +64,8 @@ def batch(args) -> int:
         transformer = Transformer(
             model_name=name, instance_count=args.instance_count, instance_type=args.instance_type,
             strategy="SingleRecord" if args.clips else "MultiRecord", assemble_with="Line", output_path=args.output,
-            accept=JSON_LINES, max_payload=args.max_payload_mb, env=batch_environment(args), sagemaker_session=session)
+            accept=JSON_LINES, max_payload=args.max_payload_mb, max_concurrent_transforms=concurrency,
+            env=batch_environment(args), sagemaker_session=session)
         data_type = "ManifestFile" if args.manifest else "S3Prefix"
         transformer.transform(data=args.manifest or (requests if args.clips else args.input), data_type=data_type,
                               content_type=JSON_LINES, split_type="Line", job_name=name, wait=True, logs=False,
@@ -79,6 +84,20 @@ def batch(args) -> int:
             print(f"deleted model {name}", file=sys.stderr)
     print(json.dumps({"job": name, "status": status, "output": args.output, "failure": reason, **summary}))
     return 0 if status == "Completed" else 1
+
+
+def concurrent_transforms(args) -> int:
+    """MaxConcurrentTransforms: by default one request per GPU, each to the model server's worker on its own GPU
+    (left unset, Batch Transform sends one at a time, and a multi-GPU instance works on one GPU); one on a CPU
+    instance, where one request's batches already run on every core (`PARALLEL_BATCHES`). Batch Transform takes
+    at most 100 MB in flight per instance (MaxConcurrentTransforms × MaxPayloadInMB)."""
+    concurrency = args.max_concurrent_transforms
+    if concurrency is None:
+        concurrency = max(1, instance_gpus(args.instance_type))
+    if concurrency < 1 or concurrency * args.max_payload_mb > 100:
+        raise usage_error(f"--max-concurrent-transforms {concurrency} × --max-payload-mb {args.max_payload_mb}: "
+                          "Batch Transform takes at least 1 and at most 100 MB per instance in all")
+    return concurrency
 
 
 def batch_environment(args) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""What a SageMaker instance type tells: whether it has a GPU, how many vCPUs."""
+"""What a SageMaker instance type tells: whether it has a GPU, how many GPUs and vCPUs."""
 
 from __future__ import annotations
 
@@ -20,3 +20,20 @@ def instance_vcpus(instance_type: str) -> int:
     if not match:
         raise ValueError(f"{instance_type}: not an ml.<family>.<size> instance type")
     return 4 * int(match[1] or 1)
+
+
+# The sizes with several GPUs, per family (every other size of a GPU family has one).
+MULTI_GPU_SIZES = {
+    "p3": {"8xlarge": 4, "16xlarge": 8}, "p3dn": {"24xlarge": 8}, "g4dn": {"12xlarge": 4, "metal": 8},
+    "g5": {"12xlarge": 4, "24xlarge": 4, "48xlarge": 8}, "g6": {"12xlarge": 4, "24xlarge": 4, "48xlarge": 8},
+    "g6e": {"12xlarge": 4, "24xlarge": 4, "48xlarge": 8}, "p4d": {"24xlarge": 8}, "p4de": {"24xlarge": 8},
+    "p5": {"48xlarge": 8}, "p5e": {"48xlarge": 8}, "p5en": {"48xlarge": 8},
+}
+
+
+def instance_gpus(instance_type: str) -> int:
+    """NVIDIA GPUs of an instance type: 0 on CPU instances, 1 unless the size is one with several."""
+    if not is_gpu_instance(instance_type):
+        return 0
+    family, _, size = instance_type.removeprefix("ml.").partition(".")
+    return MULTI_GPU_SIZES.get(family, {}).get(size, 1)

@@ -183,9 +183,29 @@ def test_batch_dry_run_prints_every_request():
     assert int(job["Environment"]["TS_MAX_REQUEST_SIZE"]) > 1024 * 1024
     assert job["TransformInput"]["SplitType"] == "Line" and job["TransformInput"]["ContentType"] == "application/jsonlines"
     assert job["TransformOutput"]["AssembleWith"] == "Line"
+    assert job["MaxConcurrentTransforms"] == 1  # one request at a time spreads over every core
     model = json.loads(next(call[2] for call in calls if call[1] == "sagemaker.CreateModel"))
     assert model["PrimaryContainer"]["ModelDataUrl"] == MODEL_DATA
     assert model["PrimaryContainer"]["Image"].endswith("pytorch-inference:2.6-cpu-py312")
+
+
+@pytest.mark.parametrize("instance_type, extra, concurrent", [
+    ("ml.g5.12xlarge", (), 4), ("ml.p3.2xlarge", (), 1), ("ml.g5.48xlarge", ("--max-payload-mb", "13"), None),
+    ("ml.m5.xlarge", ("--max-concurrent-transforms", "3"), 3), ("ml.m5.xlarge", ("--max-concurrent-transforms", "0"), None)])
+def test_batch_sends_each_instance_one_request_per_gpu(instance_type, extra, concurrent):
+    """A multi-GPU instance gets as many requests at once as it has GPUs (the model server's workers, one a GPU);
+    Batch Transform's limit of 100 MB in flight per instance is a usage error, before anything is created."""
+    result = deploy_cli({}, "batch", "--dry-run", "--model-data", MODEL_DATA, "--role", ROLE, "--name", "frames",
+                        "--instance-type", instance_type, "--input", "s3://videoblocks-ml/requests/",
+                        "--output", "s3://videoblocks-ml/results/", *extra)
+    if concurrent is None:
+        assert result.returncode == 2 and "--max-concurrent-transforms" in result.stderr
+        assert "Traceback" not in result.stderr and "DRY-RUN" not in result.stdout
+        return
+    assert result.returncode == 0, result.stderr[-3000:]
+    job = next(json.loads(line.split(" ", 2)[2]) for line in result.stdout.splitlines()
+               if line.startswith("DRY-RUN sagemaker.CreateTransformJob "))
+    assert job["MaxConcurrentTransforms"] == concurrent
 
 
 def test_a_failed_batch_job_still_deletes_its_model(sagemaker_double, monkeypatch, capsys):
