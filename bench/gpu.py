@@ -167,12 +167,47 @@ def bench_clip(detector: Detector, seconds: int) -> dict:
     from .video import encoded_by_pyav, served_settings, timed_request
 
     with tempfile.TemporaryDirectory() as folder:
-        data = encoded_by_pyav(Path(folder) / "clip.mp4", FRAME, 30, seconds).read_bytes()
+        clip = encoded_by_pyav(Path(folder) / "clip.mp4", FRAME, 30, seconds)
+        data = clip.read_bytes()
+        decoders = clip_decoders(clip)
     service = DetectionService(detector, served_settings())
     request = EntryRequest(inline=data, sample_fps=1.0)
     timed_request(service, request)
     return timed_request(service, request) | {"clip_seconds": seconds, "clip_mb": len(data) / 1e6,
-                                               "batch_size": service.settings.batch_size}
+                                               "batch_size": service.settings.batch_size, "decoders": decoders}
+
+
+def clip_decoders(clip: Path, every: int = 30) -> dict:
+    """Every frame of the clip decoded by FFmpeg's software decoder (with frame threads, as the service decodes)
+    and by NVDEC (FFmpeg's `cuda` hardware decoding, frames downloaded to memory), each one's frames/s (every
+    `every`-th frame converted to RGB too), and those frames' RGB pixels compared; NVDEC's error where it does not
+    run. Not the service's path: what an NVDEC decode would give it."""
+    import av
+    from av.codec.hwaccel import HWAccel
+
+    def decoded(hardware: bool) -> tuple[float, list[np.ndarray], str]:
+        start, frames, layout = time.perf_counter(), [], ""
+        hwaccel = HWAccel("cuda", allow_software_fallback=False) if hardware else None
+        with av.open(str(clip), hwaccel=hwaccel) as container:
+            stream = container.streams.video[0]
+            if not hardware:
+                stream.thread_type = "AUTO"
+            for index, frame in enumerate(container.decode(stream)):
+                layout = frame.format.name
+                if index % every == 0:
+                    frames.append(frame.to_ndarray(format="rgb24"))
+        return (index + 1) / (time.perf_counter() - start), frames, layout
+
+    software_rate, software, _ = decoded(False)
+    row: dict = {"software_frames_per_s": software_rate}
+    try:
+        nvdec_rate, nvdec, layout = decoded(True)
+    except (av.FFmpegError, OSError, RuntimeError, ValueError) as error:
+        return row | {"nvdec_error": f"{type(error).__name__}: {error}"}
+    differences = [int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max()) for a, b in zip(software, nvdec)]
+    return row | {"nvdec_frames_per_s": nvdec_rate, "nvdec_format": layout, "frames_compared": len(differences),
+                  "frames_equal": differences.count(0), "max_difference": max(differences, default=0),
+                  "frames": [len(software), len(nvdec)]}
 
 
 def reference_detections() -> tuple[np.ndarray, list[Detection]] | None:
@@ -324,7 +359,16 @@ def clip_markdown(video: dict | None) -> list[str]:
     return ["", f"Clip ({video['configuration']}, batch {video['batch_size']}): {video['clip_seconds']} s of 1080p30 "
                 f"H.264 at 10 Mb/s ({video['clip_mb']:.0f} MB) at one frame a second, {video['frames']} frames"
                 f"{' (error)' if video['error'] else ''} in {video['seconds']:.2f} s ({video['frames_per_s']:.1f} "
-                f"frames/s); stages summed over the clip: {stages}."]
+                f"frames/s); stages summed over the clip: {stages}.", "", decoders_markdown(video["decoders"])]
+
+
+def decoders_markdown(decoders: dict) -> str:
+    software = f"Decoding all its frames: FFmpeg's software decoder {decoders['software_frames_per_s']:.0f} frames/s"
+    if "nvdec_error" in decoders:
+        return f"{software}; NVDEC did not run ({decoders['nvdec_error']})."
+    return (f"{software}, NVDEC {decoders['nvdec_frames_per_s']:.0f} frames/s (as {decoders['nvdec_format']}); of "
+            f"{decoders['frames_compared']} frames compared in RGB, {decoders['frames_equal']} equal, the largest "
+            f"difference {decoders['max_difference']} levels.")
 
 
 def main(argv: list[str] | None = None) -> int:

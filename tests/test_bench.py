@@ -76,4 +76,5 @@ def test_gpu_bench_runs_without_a_server_or_s3(reference, tmp_path):
     # (e): two seconds of 1080p at one frame a second, each stage of the service timed
     video = results["video"]
     assert video["frames"] == 2 and not video["error"] and {"decode", "network"} <= set(video["stages_s"])
+    assert video["decoders"]["software_frames_per_s"] > 0  # and NVDEC's rate, or why it did not run, beside it
     assert "frames/s" in result.stdout
