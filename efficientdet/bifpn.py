@@ -57,6 +57,7 @@ class BiFPNCell(nn.Module):
             self.register_parameter(f"p{level}_w2", nn.Parameter(torch.ones(3 if level < 7 else 2)))
         self.top = top
         self.fixed_fusion_weights: dict[str, list[float]] = {}
+        self.graph_ops = False
 
     def fold_batch_norms(self) -> None:
         for block in self.children():
@@ -86,7 +87,14 @@ class BiFPNCell(nn.Module):
         self.fixed_fusion_weights = {name: normalised_fusion_weights(weight).tolist()
                                      for name, weight in self.named_parameters(recurse=False)}
 
+    def use_onednn_graph_ops(self, on: bool = True) -> None:
+        """Inference, before tracing for oneDNN Graph (after `fix_fusion_weights`): fusions in the ops it fuses into
+        the convolutions before them."""
+        self.graph_ops = on
+
     def _fuse(self, name: str, inputs: list[torch.Tensor]) -> torch.Tensor:
+        if self.graph_ops:
+            return self._fuse_for_graph(name, inputs)
         if not self.weighted:
             fused = inputs[0] + inputs[1]
             for x in inputs[2:]:
@@ -102,6 +110,15 @@ class BiFPNCell(nn.Module):
             for w, x in zip(weights[1:], inputs[1:]):
                 fused = fused + w * x
         return F.silu(fused, inplace=True)
+
+    def _fuse_for_graph(self, name: str, inputs: list[torch.Tensor]) -> torch.Tensor:
+        """`_fuse` with products and sums out of place (an in-place op ends a oneDNN Graph partition) and SiLU as
+        x·sigmoid(x) (silu itself is no post-op there): the same values to float32 rounding."""
+        weights = self.fixed_fusion_weights[name] if self.weighted else None
+        fused = inputs[0] * weights[0] if weights else inputs[0]
+        for i, x in enumerate(inputs[1:], start=1):
+            fused = fused + (x * weights[i] if weights else x)
+        return fused * torch.sigmoid(fused)
 
     def _inputs(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         if not self.first:

@@ -52,9 +52,11 @@ class Detector:
                  anchor_scales: Sequence[float] | None = None,
                  anchor_ratios: Sequence[tuple[float, float]] | None = None,
                  device: str | torch.device = "cpu", half: bool = False, bfloat16: bool = False, fast: bool = True,
-                 cuda_graphs: bool = True) -> None:
+                 cuda_graphs: bool = True, onednn_graph: bool = True) -> None:
         """`half`: float16 on a GPU (a warning and float32 elsewhere). `bfloat16`: the network in bfloat16 on a CPU
-        that computes in it natively (ValueError elsewhere); anchors and post-processing stay float32."""
+        that computes in it natively (ValueError elsewhere); anchors and post-processing stay float32.
+        `onednn_graph`: on CPU in float32, the fast path compiled as a oneDNN Graph per batch size (else its eager
+        fused kernels)."""
         config = model.config
         self.config = config
         self.input_size = validate_input_size(config, input_size or config.input_size)
@@ -76,7 +78,8 @@ class Detector:
                              f"checkpoint's {model.num_anchors} anchors per location")
         self.anchors = AnchorCache(config.levels, config.anchor_scale, scales, ratios)
         model = model.eval()
-        self.model = optimize_for_inference(model, self.device, self.dtype) if fast else model.to(self.device, self.dtype)
+        self.model = optimize_for_inference(model, self.device, self.dtype, onednn_graph) if fast \
+            else model.to(self.device, self.dtype)
         self.memory_format = torch.channels_last if fast else torch.contiguous_format
         self.cuda_graphs = cuda_graphs and fast and self.device.type == "cuda"
         self.graphed: GraphedNetwork | None = None
@@ -86,11 +89,11 @@ class Detector:
                         half: bool = False, input_size: int | None = None, labels: Sequence[str] | None = None,
                         anchor_scales: Sequence[float] | None = None,
                         anchor_ratios: Sequence[tuple[float, float]] | None = None, bfloat16: bool = False,
-                        fast: bool = True, cuda_graphs: bool = True) -> Detector:
+                        fast: bool = True, cuda_graphs: bool = True, onednn_graph: bool = True) -> Detector:
         model = build_from_state_dict(load_state_dict(path), compound_coef)
         return cls(model, input_size=input_size, labels=labels, anchor_scales=anchor_scales,
                    anchor_ratios=anchor_ratios, device=device, half=half, bfloat16=bfloat16, fast=fast,
-                   cuda_graphs=cuda_graphs)
+                   cuda_graphs=cuda_graphs, onednn_graph=onednn_graph)
 
     @property
     def name(self) -> str:

@@ -237,7 +237,8 @@ class SameMaxPool2d(nn.Module):
         return F.max_pool2d(F.pad(x, (left, right, top, bottom)), self.kernel_size, self.stride)
 
     def _last_window_floor(self, pooled: torch.Tensor) -> torch.Tensor:
-        key = (*pooled.shape[-2:], pooled.dtype, pooled.device)
+        # ints: while tracing, a shape's sizes are tensors, and the traced graph takes the cached floor as a constant
+        key = (int(pooled.shape[-2]), int(pooled.shape[-1]), pooled.dtype, pooled.device)
         floor = self._last_window_floors.get(key)
         if floor is None:
             floor = torch.full(pooled.shape[-2:], float("-inf"), dtype=pooled.dtype, device=pooled.device)

@@ -43,6 +43,11 @@ class EfficientDet(nn.Module):
         for cell in self.bifpn:
             cell.fix_fusion_weights()
 
+    def use_onednn_graph_ops(self, on: bool = True) -> None:
+        """After `fix_fusion_weights`, before tracing for oneDNN Graph: the BiFPN's fusions in ops it fuses."""
+        for cell in self.bifpn:
+            cell.use_onednn_graph_ops(on)
+
     def use_fused_kernels(self) -> None:
         """After folding: convolutions as oneDNN kernels with their SiLU fused in, the box and class heads as one
         (CPU, float32 or bfloat16)."""

@@ -57,7 +57,7 @@ class DetectionService:
             checkpoint, settings.compound_coef, device=placement.device, half=placement.float16,
             bfloat16=placement.bfloat16, input_size=settings.input_size, labels=settings.labels,
             anchor_scales=settings.anchor_scales, anchor_ratios=settings.anchor_ratios,
-            cuda_graphs=placement.cuda_graphs)
+            cuda_graphs=placement.cuda_graphs, onednn_graph=settings.onednn_graph)
         start = time.perf_counter()
         detector.warm_up(warm_up_batch_sizes(settings.batch_size, placement.device))
         log.info("loaded %s from %s on %s (%s, input %d, %d torch threads), warmed up in %.2f s", detector.name,

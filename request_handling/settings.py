@@ -36,6 +36,7 @@ class Settings:
     use_float16: bool = False
     cpu_bfloat16: bool = False  # CPU_PRECISION=bfloat16
     cuda_graphs: bool = True
+    onednn_graph: bool = True
     device_jpeg_decode: bool | None = None  # None: on when the model runs on a GPU
     jpeg_reduced_decode: bool = False
     allowed_buckets: frozenset[str] = frozenset()
@@ -248,6 +249,7 @@ def load_settings(model_dir: str | os.PathLike, env: Mapping[str, str] = os.envi
         use_float16=_boolean(env, "USE_FLOAT16", default.use_float16),
         cpu_bfloat16=cpu_bfloat16(env),
         cuda_graphs=_boolean(env, "CUDA_GRAPHS", default.cuda_graphs),
+        onednn_graph=_boolean(env, "ONEDNN_GRAPH", default.onednn_graph),
         device_jpeg_decode=_boolean(env, "DEVICE_JPEG_DECODE", default.device_jpeg_decode),
         jpeg_reduced_decode=_boolean(env, "JPEG_REDUCED_DECODE", default.jpeg_reduced_decode),
         allowed_buckets=allowed_buckets(env),

@@ -26,6 +26,7 @@ from efficientdet.layers import (
     pixel_rows,
     pointwise_matrix,
 )
+from efficientdet.onednn_graph import OneDNNGraphNetwork, onednn_graph_available
 from efficientdet.optimize import fold_all_batch_norms, optimize_for_inference
 from efficientdet.untrained import synthetic_images, untrained_state_dict
 from efficientdet.weights import build_from_state_dict, load_state_dict
@@ -104,7 +105,7 @@ def test_full_sizes_put_boxes_in_the_pixels_of_the_full_image(reference, coffee)
 
 @pytest.mark.skipif(not onednn_available(), reason="this torch build has no oneDNN: the fast path uses PyTorch's kernels")
 def test_warm_up_packs_every_kernel_before_the_first_image(reference, coffee):
-    detector = Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0)
+    detector = Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0, onednn_graph=False)
     kernels = [m for m in detector.model.modules() if isinstance(m, OneDNNConv2d)]
     assert kernels and not any(k.packed_shapes for k in kernels)
     detector.warm_up([1, 2])
@@ -112,6 +113,33 @@ def test_warm_up_packs_every_kernel_before_the_first_image(reference, coffee):
     assert all(packed)
     detector.detect([coffee])
     assert [k.packed_shapes for k in kernels] == packed
+
+
+@pytest.mark.skipif(not onednn_graph_available(), reason="this torch build has no oneDNN Graph fuser")
+def test_warm_up_compiles_a_onednn_graph_per_batch_size_before_the_first_image(reference, coffee):
+    detector = Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0)
+    assert isinstance(detector.model, OneDNNGraphNetwork) and not detector.model.compiled
+    detector.warm_up([1, 2])
+    shapes = [shape for shape, _, _ in detector.model.compiled]
+    assert shapes == [(1, 3, 512, 512), (2, 3, 512, 512)]
+    detector.detect([coffee])
+    assert len(detector.model.compiled) == 2 and not detector.model.failed
+
+
+@pytest.mark.skipif(not onednn_graph_available(), reason="this torch build has no oneDNN Graph fuser")
+def test_a_onednn_graph_that_will_not_compile_leaves_the_eager_fast_path(reference, coffee, monkeypatch, caplog):
+    """Should TorchScript or oneDNN refuse the network (another torch), the detector says so once and runs the
+    eager network with its fused kernels: the same detections as a detector built that way."""
+    def refused(*args, **kwargs):
+        raise RuntimeError("bad optional access")
+
+    eager = Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0, onednn_graph=False)
+    monkeypatch.setattr(torch.jit, "trace", refused)
+    detector = Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0)
+    with caplog.at_level(logging.WARNING):
+        detector.warm_up([1])
+    assert detector.model.failed and "bad optional access" in caplog.text
+    assert detector.detect([coffee])[0] == eager.detect([coffee])[0]
 
 
 def test_custom_input_size(reference, coffee):
@@ -263,15 +291,19 @@ FAST_SCORE_TOLERANCE = 1e-5
 FAST_CORNER_PX = 0.01
 
 
+@pytest.mark.parametrize("onednn_graph", [True, False], ids=["oneDNN Graph", "eager fused kernels"])
 @pytest.mark.parametrize("image, threshold", [("coffee", 0.15), ("square photo", 0.2), ("landscape photo", 0.15)])
-def test_fast_path_detections_are_the_plain_paths_one_by_one(reference, coffee, image, threshold):
+def test_fast_path_detections_are_the_plain_paths_one_by_one(reference, coffee, image, threshold, onednn_graph):
     """Hundreds of detections at a low threshold, each with a partner within 1e-5 in score and 0.01 px per corner:
-    the sample photograph letterboxed, and generated photographs square (no padding) and 1280×720."""
+    the sample photograph letterboxed, and generated photographs square (no padding) and 1280×720; the fast path
+    compiled as a oneDNN Graph (the CPU's float32 default) and run eagerly with its fused kernels."""
+    if onednn_graph and not onednn_graph_available():
+        pytest.skip("this torch build has no oneDNN Graph fuser")
     pixels = {"coffee": coffee, "square photo": natural_photo(512, 512, seed=1),
               "landscape photo": natural_photo(1280, 720, seed=0)}[image]
     height, width = pixels.shape[:2]
     plain = Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0, fast=False)
-    fast = Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0, fast=True)
+    fast = Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0, fast=True, onednn_graph=onednn_graph)
     expected, actual = (d.detect([pixels], threshold, 0.5, max_detections=1000)[0] for d in (plain, fast))
     assert 250 <= len(expected) < 1000
     assert unmatched_within(expected, actual, width, height, threshold=threshold, score_tolerance=FAST_SCORE_TOLERANCE,
@@ -309,7 +341,7 @@ def test_merged_heads_return_each_heads_outputs(fused):
 
 @pytest.mark.skipif(not onednn_available(), reason="the merged heads are a oneDNN rewrite")
 def test_the_cpu_fast_path_runs_both_heads_as_one(reference):
-    detector = Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0)
+    detector = Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0, onednn_graph=False)
     assert isinstance(detector.model.heads, MergedPredictionHeads)
     assert not hasattr(detector.model, "classifier")
 

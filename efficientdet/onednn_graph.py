@@ -1,0 +1,75 @@
+"""The CPU float32 network as a oneDNN Graph: traced once per input shape by TorchScript, whose oneDNN fuser hands
+the graph to oneDNN Graph, which fuses each convolution with what follows it and prepares every fused partition
+once. Eager torch builds a oneDNN kernel's descriptor on every convolution call, tens of microseconds around
+kernels of a few: what made the eager network slower than OpenVINO's compiled one on CPUs without AVX-512
+(docs/benchmarks.md#g-ours-against-onnx-runtime-and-openvino). The same arithmetic as the folded network, summed
+in another order.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+
+import torch
+from torch import nn
+
+from .model import EfficientDet
+
+log = logging.getLogger(__name__)
+
+# The profiling executor runs a traced graph as written on its first call, records shapes and layouts on it, and
+# hands the fused graph to oneDNN on the next: both happen at compile time, not during a request.
+WARM_UP_PASSES = 3
+
+
+def onednn_graph_available() -> bool:
+    """Whether this torch has TorchScript's oneDNN Graph fuser (x86 builds with oneDNN)."""
+    return torch.backends.mkldnn.is_available() and hasattr(torch.jit, "enable_onednn_fusion")
+
+
+class OneDNNGraphNetwork(nn.Module):
+    """Runs a folded, channels-last float32 EfficientDet as one traced oneDNN Graph per input shape, compiled at its
+    first batch of that shape (`Detector.warm_up` does it at load). Should tracing or oneDNN refuse the network,
+    it logs why and runs the model eagerly with its fused kernels from then on. Thread-safe: compiling is
+    serialised, and a compiled graph runs in several threads at once."""
+
+    def __init__(self, model: EfficientDet) -> None:
+        super().__init__()
+        model.use_onednn_graph_ops()
+        self.model = model
+        self.compiled: dict[tuple, torch.jit.ScriptModule] = {}
+        self.failed = False
+        self._lock = threading.Lock()
+
+    def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.failed:
+            return self.model(batch)
+        key = (tuple(batch.shape), batch.dtype, batch.is_contiguous(memory_format=torch.channels_last))
+        graph = self.compiled.get(key)
+        if graph is None:
+            with self._lock:
+                graph = self.compiled.get(key) or self._compile(key, batch)
+            if graph is None:
+                return self.model(batch)
+        return graph(batch)
+
+    def _compile(self, key: tuple, batch: torch.Tensor) -> torch.jit.ScriptModule | None:
+        torch.jit.enable_onednn_fusion(True)  # process-wide; nothing else here runs TorchScript
+        example = batch.clone()  # not an inference tensor, which tracing cannot record
+        try:
+            with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the tracer's notes on shapes read as numbers: fixed per graph
+                self.model(example)  # an eager pass first fills the modules' per-shape caches: constants to the trace
+                graph = torch.jit.freeze(torch.jit.trace(self.model, example, check_trace=False))
+                for _ in range(WARM_UP_PASSES):
+                    graph(example)
+        except RuntimeError as error:
+            log.warning("the oneDNN Graph compile failed (%s); the network runs eagerly", error)
+            self.model.use_onednn_graph_ops(False)
+            self.model.use_fused_kernels()
+            self.failed = True
+            return None
+        self.compiled[key] = graph
+        return graph
