@@ -54,16 +54,18 @@ class OneDNNGraphNetwork(nn.Module):
         graph = self.compiled.get(key)
         if graph is None:
             with self._lock:
-                graph = self.compiled.get(key) or self._compile(key, batch)
+                graph = self.compiled.get(key)
+                if graph is None:
+                    graph = self._compile(key, batch)
             if graph is None:
                 return self.model(batch)
         return graph(batch)
 
     def _compile(self, key: tuple, batch: torch.Tensor) -> torch.jit.ScriptModule | None:
         torch.jit.enable_onednn_fusion(True)  # process-wide; nothing else here runs TorchScript
-        example = batch.clone()  # not an inference tensor, which tracing cannot record
         try:
             with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+                example = batch.clone()  # cloned outside inference mode: not an inference tensor, which tracing records
                 warnings.simplefilter("ignore")  # the tracer's notes on shapes read as numbers: fixed per graph
                 self.model(example)  # an eager pass first fills the modules' per-shape caches: constants to the trace
                 graph = torch.jit.freeze(torch.jit.trace(self.model, example, check_trace=False))
