@@ -34,6 +34,7 @@ def export(model: EfficientDet, input_size: int, export_format: str, out: str | 
     example = torch.zeros(1, 3, input_size, input_size)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracing warns about Python arithmetic on shapes, fixed by the input size
+        model(example)  # fills the modules' per-shape caches: constants to every trace (torch.jit.trace checks twice)
         if export_format == "torchscript":
             torch.jit.trace(model, example).save(str(out))
         elif export_format == "onnx":
