@@ -189,6 +189,7 @@ class SameConv2d(nn.Module):
                  groups: int = 1, bias: bool = True) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, groups=groups, bias=bias)
+        self.grown_weight: torch.Tensor | None = None
 
     @torch.no_grad()
     def fold_batch_norm(self, norm: nn.BatchNorm2d) -> None:
@@ -207,12 +208,21 @@ class SameConv2d(nn.Module):
         """This 1×1 convolution applied to per-channel gated inputs, the gate folded into its weights."""
         return GatedPointwiseConv(self.conv)
 
+    def use_grown_kernel(self, on: bool = True) -> None:
+        """Inference, after folding: where "same" padding is one pixel more after than before (a strided convolution
+        of an even size), the kernel grown by a leading row and column of zeros and the padding made symmetric, as
+        in `OneDNNConv2d`: the same sums, without copying the input into a padded tensor."""
+        strided = self.conv.stride[0] > 1
+        self.grown_weight = F.pad(self.conv.weight.detach(), (1, 0, 1, 0)) if on and strided else None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.conv
         kernel, stride = conv.kernel_size[0], conv.stride[0]
         top, bottom, left, right = same_padding_2d(x, kernel, stride)
         if top == bottom and left == right:
             return F.conv2d(x, conv.weight, conv.bias, stride, (top, left), 1, conv.groups)
+        if self.grown_weight is not None and (top, left) == (bottom - 1, right - 1):
+            return F.conv2d(x, self.grown_weight, conv.bias, stride, (bottom, right), 1, conv.groups)
         return conv(F.pad(x, (left, right, top, bottom)))
 
 

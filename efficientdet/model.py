@@ -9,6 +9,7 @@ from .backbone import EfficientNetBackbone
 from .bifpn import BiFPNCell
 from .config import EfficientDetConfig
 from .head import MergedPredictionHeads, PredictionHead
+from .layers import SameConv2d
 
 
 class EfficientDet(nn.Module):
@@ -44,9 +45,13 @@ class EfficientDet(nn.Module):
             cell.fix_fusion_weights()
 
     def use_onednn_graph_ops(self, on: bool = True) -> None:
-        """After `fix_fusion_weights`, before tracing for oneDNN Graph: the BiFPN's fusions in ops it fuses."""
+        """After folding and `fix_fusion_weights`, before tracing for oneDNN Graph: the BiFPN's fusions in ops it
+        fuses, strided convolutions without a padded copy of their input."""
         for cell in self.bifpn:
             cell.use_onednn_graph_ops(on)
+        for module in self.modules():
+            if isinstance(module, SameConv2d):
+                module.use_grown_kernel(on)
 
     def use_fused_kernels(self) -> None:
         """After folding: convolutions as oneDNN kernels with their SiLU fused in, the box and class heads as one

@@ -21,6 +21,7 @@ from efficientdet.head import MergedPredictionHeads
 from efficientdet.layers import (
     GatedPointwiseConv,
     OneDNNConv2d,
+    SameConv2d,
     native_bfloat16,
     onednn_available,
     pixel_rows,
@@ -281,6 +282,19 @@ def test_fast_path_matches_plain_path(coef, size):
     for e, a in zip(expected[:2], actual[:2]):
         # float32 rounding of the folded weights only: a layout or padding slip would be of the outputs' size
         assert (a - e).abs().max() <= 5e-5 * e.abs().max()
+
+
+@pytest.mark.parametrize("size", [64, 63], ids=["even: padded one more after", "odd: padded evenly"])
+def test_a_strided_convolution_with_its_kernel_grown_computes_the_padded_one(size):
+    torch.manual_seed(0)
+    conv, x = SameConv2d(8, 8, 3, stride=2, groups=8), torch.randn(1, 8, size, size)
+    with torch.no_grad():
+        padded = conv(x)
+        conv.use_grown_kernel()
+        grown = conv(x)
+    assert grown.shape == padded.shape
+    # nine products of unit-sized numbers summed, with zeros added, in another order: float32 rounding only
+    torch.testing.assert_close(grown, padded, rtol=0, atol=1e-6)
 
 
 # The fast path computes the plain path's float32 network with its sums in another order (folded weights, fused
