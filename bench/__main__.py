@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         results["reduced_decode"] = bench_reduced_decode(modes["fast"], args.rounds_extras)
         results["letterbox"] = bench_letterbox(modes["fast"].input_size, 4 * args.rounds_extras)
     if args.video_seconds:
-        results["video"] = bench_video(modes["fast"], args.video_seconds, rounds=args.video_rounds)
+        results["video"] = bench_video(model, args.video_seconds, rounds=args.video_rounds)
     if not args.skip_server:
         results["server"] = bench_server(args.coef, args.checkpoint, args.server_rounds, args.batch)
     if not args.skip_server and not args.skip_servers:

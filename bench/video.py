@@ -22,8 +22,9 @@ import psutil
 import torch
 
 import request_handling.media
-from efficientdet import Detector
+from efficientdet import Detector, EfficientDet
 from request_handling.bodies import EntryRequest
+from request_handling.placement import warm_up_batch_sizes
 from request_handling.service import DetectionService
 from request_handling.settings import Settings, load_settings
 from request_handling.video import Sampling, Video
@@ -159,7 +160,7 @@ def served_settings() -> Settings:
         return replace(load_settings(model_dir), request_timeout=3600, max_video_frames=10_000)
 
 
-def bench_video(detector: Detector, seconds: int, rounds: int, master: bool = True) -> dict | None:
+def bench_video(model: EfficientDet, seconds: int, rounds: int, master: bool = True) -> dict | None:
     """Every clip kind of (f) as a served worker runs it by default; None where ffmpeg is missing. `rounds` of the
     H.264 comparison, interleaved."""
     if shutil.which("ffmpeg") is None:
@@ -168,6 +169,10 @@ def bench_video(detector: Detector, seconds: int, rounds: int, master: bool = Tr
     threads = torch.get_num_threads()
     torch.set_num_threads(settings.num_threads)
     try:
+        # built and warmed up under the worker's thread count, as DetectionService.load does: the oneDNN Graph's
+        # kernels are chosen for the threads they are compiled with
+        detector = Detector(model)
+        detector.warm_up(warm_up_batch_sizes(settings.batch_size, "cpu"))
         return {"clip_seconds": seconds, "threads": settings.num_threads, "parallel": settings.parallel_batches,
                 "rows": _clip_rows(DetectionService(detector, settings), detector, seconds, rounds, master)}
     finally:

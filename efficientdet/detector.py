@@ -19,6 +19,7 @@ from .labels import COCO_LABELS
 from .layers import native_bfloat16
 from .model import EfficientDet
 from .onednn_graph import MAX_INPUT_SIZE as ONEDNN_GRAPH_MAX_INPUT_SIZE
+from .onednn_graph import OneDNNGraphNetwork
 from .optimize import optimize_for_inference
 from .preprocess import Letterbox, letterbox, letterbox_tensor
 from .weights import build_from_state_dict, load_state_dict
@@ -155,7 +156,10 @@ class Detector:
                 log.warning("CUDA graph capture failed (%s); running %s eagerly", error, self.name)
                 self.graphed = None
         for count in sorted(set(batch_sizes)):
-            self.forward(blank.expand(count, -1, -1, -1).contiguous(memory_format=self.memory_format))
+            batch = blank.expand(count, -1, -1, -1).contiguous(memory_format=self.memory_format)
+            if isinstance(self.model, OneDNNGraphNetwork):
+                self.model.compile_for(batch)
+            self.forward(batch)
 
     def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(regression, class logits, anchors) for a preprocessed batch, outputs in the network's dtype; anchors are

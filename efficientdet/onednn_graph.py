@@ -34,9 +34,12 @@ def onednn_graph_available() -> bool:
 
 
 class OneDNNGraphNetwork(nn.Module):
-    """Runs a folded, channels-last float32 EfficientDet as one traced oneDNN Graph per input shape, compiled at its
-    first batch of that shape (`Detector.warm_up` does it at load). Should tracing or oneDNN refuse the network,
-    it logs why and runs the model eagerly with its fused kernels from then on. Thread-safe: compiling is
+    """Runs a folded, channels-last float32 EfficientDet as one traced oneDNN Graph per input shape, compiled by
+    `compile_for` (`Detector.warm_up` does it at load for its batch sizes). A batch of a size not compiled runs
+    image by image through the one-image graph where there is one (Ray Serve merges requests into batches of every
+    size up to REQUEST_BATCH_SIZE: no compile of seconds inside a request, and on CPU one image a pass is the faster,
+    docs/benchmarks.md); otherwise its shape is compiled at its first batch. Should tracing or oneDNN refuse the
+    network, it logs why and runs the model eagerly with its fused kernels from then on. Thread-safe: compiling is
     serialised, and a compiled graph runs in several threads at once."""
 
     def __init__(self, model: EfficientDet) -> None:
@@ -50,18 +53,24 @@ class OneDNNGraphNetwork(nn.Module):
     def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.failed:
             return self.model(batch)
-        key = (tuple(batch.shape), batch.dtype, batch.is_contiguous(memory_format=torch.channels_last))
-        graph = self.compiled.get(key)
-        if graph is None:
-            with self._lock:
-                graph = self.compiled.get(key)
-                if graph is None:
-                    graph = self._compile(key, batch)
-            if graph is None:
-                return self.model(batch)
-        return graph(batch)
+        graph = self.compiled.get(_shape_key(batch))
+        if graph is not None:
+            return graph(batch)
+        if len(batch) > 1 and _shape_key(batch[:1]) in self.compiled:
+            outputs = [self.compiled[_shape_key(image)](image) for image in batch.split(1)]
+            return tuple(torch.cat(parts) for parts in zip(*outputs))
+        graph = self.compile_for(batch)
+        return self.model(batch) if graph is None else graph(batch)
 
-    def _compile(self, key: tuple, batch: torch.Tensor) -> torch.jit.ScriptModule | None:
+    def compile_for(self, batch: torch.Tensor) -> torch.jit.ScriptModule | None:
+        """The graph for batches of this one's shape, compiled now if it is not yet; None where compiling failed."""
+        key = _shape_key(batch)
+        with self._lock:
+            if not self.failed and key not in self.compiled:
+                self._compile(key, batch)
+            return self.compiled.get(key)
+
+    def _compile(self, key: tuple, batch: torch.Tensor) -> None:
         torch.jit.enable_onednn_fusion(True)  # process-wide; nothing else here runs TorchScript
         try:
             with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
@@ -76,6 +85,9 @@ class OneDNNGraphNetwork(nn.Module):
             self.model.use_onednn_graph_ops(False)
             self.model.use_fused_kernels()
             self.failed = True
-            return None
+            return
         self.compiled[key] = graph
-        return graph
+
+
+def _shape_key(batch: torch.Tensor) -> tuple:
+    return tuple(batch.shape), batch.dtype, batch.is_contiguous(memory_format=torch.channels_last)

@@ -128,6 +128,20 @@ def test_warm_up_compiles_a_onednn_graph_per_batch_size_before_the_first_image(r
 
 
 @pytest.mark.skipif(not onednn_graph_available(), reason="this torch build has no oneDNN Graph fuser")
+def test_a_batch_size_not_compiled_at_warm_up_runs_image_by_image_through_the_one_image_graph(reference):
+    """Ray Serve merges requests into batches of any size up to REQUEST_BATCH_SIZE: none of them compiles a graph
+    inside a request."""
+    detector = Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0)
+    detector.warm_up([1])
+    batch = synthetic_images(512, count=3).contiguous(memory_format=torch.channels_last)
+    regression, class_logits, _ = detector.forward(batch)
+    assert [shape for shape, _, _ in detector.model.compiled] == [(1, 3, 512, 512)]
+    for i in range(3):
+        one_regression, one_logits, _ = detector.forward(batch[i:i + 1])
+        assert torch.equal(regression[i], one_regression[0]) and torch.equal(class_logits[i], one_logits[0])
+
+
+@pytest.mark.skipif(not onednn_graph_available(), reason="this torch build has no oneDNN Graph fuser")
 def test_a_onednn_graph_that_will_not_compile_leaves_the_eager_fast_path(reference, coffee, monkeypatch, caplog):
     """Should TorchScript or oneDNN refuse the network (another torch), the detector says so once and runs the
     eager network with its fused kernels: the same detections as a detector built that way."""
