@@ -19,9 +19,10 @@ from .model import EfficientDet
 
 log = logging.getLogger(__name__)
 
-# The largest canvas compiled by default: past it the eager network's gate folded into its project products saves
-# more than its calls cost, and the eager network is the faster (docs/benchmarks.md, the code's choices).
-MAX_INPUT_SIZE = 768
+# The largest canvas compiled by default (D0-D6): the graph was the faster at every size up to it, measured; at D7 and
+# D8's 1536 px it is unmeasured, and its compile at load longer than D6's ~40 s (docs/benchmarks.md, the code's
+# choices).
+MAX_INPUT_SIZE = 1280
 
 # The profiling executor runs a traced graph as written on its first call, records shapes and layouts on it, and
 # hands the fused graph to oneDNN on the next: both happen at compile time, not during a request.
