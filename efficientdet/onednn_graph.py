@@ -19,10 +19,10 @@ from .model import EfficientDet
 
 log = logging.getLogger(__name__)
 
-# The largest canvas compiled by default (D0-D6): the graph was the faster at every size up to it, measured; at D7 and
-# D8's 1536 px it is unmeasured, and its compile at load longer than D6's ~40 s (docs/benchmarks.md, the code's
-# choices).
-MAX_INPUT_SIZE = 1280
+# The largest canvas compiled by default (D0-D4). The graph was the faster up to 1280 px (D5, D6), measured, but a
+# one-thread worker's load with it took 40 s at D5 and 68 s at D6 against 19 s at D4: too much of TorchServe's 120 s
+# start-up on a busy machine (docs/benchmarks.md, the code's choices).
+MAX_INPUT_SIZE = 1024
 
 # The profiling executor runs a traced graph as written on its first call, records shapes and layouts on it, and
 # hands the fused graph to oneDNN on the next: both happen at compile time, not during a request.
