@@ -15,10 +15,7 @@ mkdir -p "$OUT" /tmp/gpu-check/bin
 export PYTHONPATH=$CARRY/site PYTHONUNBUFFERED=1 EFFICIENTDET_REFERENCE=$CARRY/reference PATH=/tmp/gpu-check/bin:$PATH
 for wheel in build/gpu-av/*.whl; do
     [ -f "$wheel" ] || continue
-    python3 -c 'import pathlib, sys, zipfile
-zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])
-for library in pathlib.Path(sys.argv[2]).rglob("*.so*"):
-    library.chmod(0o755)' "$wheel" /tmp/gpu-check/lib && export PYTHONPATH=/tmp/gpu-check/lib:$PYTHONPATH
+    python3 -m deploy.vendor "$wheel" /tmp/gpu-check/lib && export PYTHONPATH=/tmp/gpu-check/lib:$PYTHONPATH
 done
 python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
     "$CARRY/weed.xz" /tmp/gpu-check/bin/weed && chmod +x /tmp/gpu-check/bin/weed

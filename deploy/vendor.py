@@ -53,13 +53,23 @@ def code_lib() -> Path:
         subprocess.run(["rm", "-rf", str(CODE_LIB)], check=True)
     CODE_LIB.mkdir(parents=True)
     for wheel in wheels:
-        with zipfile.ZipFile(wheel) as archive:
-            archive.extractall(CODE_LIB)
-    for library in CODE_LIB.rglob("*.so*"):  # zip files keep no modes: shared libraries must be executable to load
-        library.chmod(0o755)
+        unpack(wheel, CODE_LIB)
     stamp.write_text(wanted)
     return CODE_LIB
 
 
+def unpack(wheel: str | Path, into: str | Path) -> None:
+    """The wheel's files under `into`, importable from there once `into` is on the path."""
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(into)
+        names = archive.namelist()
+    for name in names:  # zip files keep no modes: shared libraries must be executable to load
+        if ".so" in Path(name).name:
+            (Path(into) / name).chmod(0o755)
+
+
 if __name__ == "__main__":
-    print(code_lib())
+    if len(sys.argv) == 3:  # python -m deploy.vendor WHEEL DIR: one wheel unpacked (bench/gpu-check.sh)
+        unpack(sys.argv[1], sys.argv[2])
+    else:
+        print(code_lib())
