@@ -57,7 +57,7 @@ class Detector:
                  cuda_graphs: bool = True, onednn_graph: bool = True) -> None:
         """`half`: float16 on a GPU (a warning and float32 elsewhere). `bfloat16`: the network in bfloat16 on a CPU
         that computes in it natively (ValueError elsewhere); anchors and post-processing stay float32.
-        `onednn_graph`: on CPU in float32 with a canvas of up to `onednn_graph.MAX_INPUT_SIZE` (1024 px: D0-D4), the
+        `onednn_graph`: on CPU (float32 or bfloat16) with a canvas of up to `onednn_graph.MAX_INPUT_SIZE` (1024 px: D0-D4), the
         fast path compiled as a oneDNN Graph per batch size (else its eager fused kernels)."""
         config = model.config
         self.config = config

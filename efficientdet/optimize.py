@@ -31,8 +31,8 @@ def fold_all_batch_norms(model: EfficientDet) -> EfficientDet:
 
 def optimize_for_inference(model: EfficientDet, device: torch.device, dtype: torch.dtype,
                            onednn_graph: bool = True) -> EfficientDet | OneDNNGraphNetwork:
-    """Folded batch norms, channels-last; on CPU in float32 (with `onednn_graph`), a oneDNN Graph compiled per input
-    shape, else fused oneDNN kernels (float32 or bfloat16); on CUDA, cuDNN
+    """Folded batch norms, channels-last; on CPU (float32 or bfloat16, with `onednn_graph`), a oneDNN Graph compiled
+    per input shape, else fused oneDNN kernels; on CUDA, cuDNN
     autotuning, which pays because the canvas size is fixed, and, for a float32 model, cuDNN's convolutions in
     float32 rather than TF32 (torch's default: a 10-bit mantissa), so that float32 means float32 on a GPU as on a
     CPU; float16 is the fast setting there (both process-wide)."""
@@ -42,7 +42,7 @@ def optimize_for_inference(model: EfficientDet, device: torch.device, dtype: tor
         torch.backends.cudnn.benchmark = True
         if dtype == torch.float32:
             torch.backends.cudnn.allow_tf32 = False
-    if device.type == "cpu" and dtype == torch.float32 and onednn_graph and onednn_graph_available():
+    if device.type == "cpu" and dtype in (torch.float32, torch.bfloat16) and onednn_graph and onednn_graph_available():
         return OneDNNGraphNetwork(model)
     if device.type == "cpu" and dtype in (torch.float32, torch.bfloat16) and onednn_available():
         model.use_fused_kernels()
