@@ -57,8 +57,8 @@ class Detector:
                  cuda_graphs: bool = True, onednn_graph: bool = True) -> None:
         """`half`: float16 on a GPU (a warning and float32 elsewhere). `bfloat16`: the network in bfloat16 on a CPU
         that computes in it natively (ValueError elsewhere); anchors and post-processing stay float32.
-        `onednn_graph`: on CPU (float32 or bfloat16) with a canvas of up to `onednn_graph.MAX_INPUT_SIZE` (1024 px: D0-D4), the
-        fast path compiled as a oneDNN Graph per batch size (else its eager fused kernels)."""
+        `onednn_graph`: on CPU with a canvas of up to `onednn_graph.MAX_INPUT_SIZE` (float32 1024 px: D0-D4; bfloat16
+        640 px: D0-D1), the fast path compiled as a oneDNN Graph per batch size (else its eager fused kernels)."""
         config = model.config
         self.config = config
         self.input_size = validate_input_size(config, input_size or config.input_size)
@@ -80,7 +80,7 @@ class Detector:
                              f"checkpoint's {model.num_anchors} anchors per location")
         self.anchors = AnchorCache(config.levels, config.anchor_scale, scales, ratios)
         model = model.eval()
-        onednn_graph = onednn_graph and self.input_size <= ONEDNN_GRAPH_MAX_INPUT_SIZE
+        onednn_graph = onednn_graph and self.input_size <= ONEDNN_GRAPH_MAX_INPUT_SIZE.get(self.dtype, 0)
         self.model = optimize_for_inference(model, self.device, self.dtype, onednn_graph) if fast \
             else model.to(self.device, self.dtype)
         self.memory_format = torch.channels_last if fast else torch.contiguous_format

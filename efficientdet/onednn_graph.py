@@ -19,10 +19,11 @@ from .model import EfficientDet
 
 log = logging.getLogger(__name__)
 
-# The largest canvas compiled by default (D0-D4). The graph was the faster up to 1280 px (D5, D6), measured, but a
-# one-thread worker's load with it took 40 s at D5 and 68 s at D6 against 19 s at D4: too much of TorchServe's 120 s
-# start-up on a busy machine (docs/benchmarks.md, the code's choices).
-MAX_INPUT_SIZE = 1024
+# The largest canvas compiled by default, per precision (docs/benchmarks.md, the code's choices). float32, D0-D4: the
+# graph was the faster up to 1280 px (D5, D6), measured, but a one-thread worker's load with it took 40 s at D5 and
+# 68 s at D6 against 19 s at D4, too much of TorchServe's 120 s start-up on a busy machine. bfloat16, D0-D1: from
+# 768 px (D2) the eager bfloat16 network, whose gates and small products stay float32, was the faster.
+MAX_INPUT_SIZE = {torch.float32: 1024, torch.bfloat16: 640}
 
 # The profiling executor runs a traced graph as written on its first call, records shapes and layouts on it, and
 # hands the fused graph to oneDNN on the next: both happen at compile time, not during a request.

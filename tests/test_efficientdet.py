@@ -128,6 +128,18 @@ def test_warm_up_compiles_a_onednn_graph_per_batch_size_before_the_first_image(r
 
 
 @pytest.mark.skipif(not onednn_graph_available(), reason="this torch build has no oneDNN Graph fuser")
+@pytest.mark.parametrize("bfloat16, compiled", [
+    (False, True),
+    pytest.param(True, False, marks=pytest.mark.skipif(not native_bfloat16(), reason="this CPU has no native bfloat16")),
+], ids=["float32", "bfloat16"])
+def test_d2_is_a_onednn_graph_in_float32_and_eager_in_bfloat16(bfloat16, compiled):
+    """768 px: inside float32's graph sizes (up to 1024 px), past bfloat16's (up to 640 px)."""
+    model = EfficientDet(get_config(2))
+    model.load_state_dict(untrained_state_dict(2))
+    assert isinstance(Detector(model, bfloat16=bfloat16).model, OneDNNGraphNetwork) is compiled
+
+
+@pytest.mark.skipif(not onednn_graph_available(), reason="this torch build has no oneDNN Graph fuser")
 def test_a_batch_size_not_compiled_at_warm_up_runs_image_by_image_through_the_one_image_graph(reference):
     """Ray Serve merges requests into batches of any size up to REQUEST_BATCH_SIZE: none of them compiles a graph
     inside a request."""
