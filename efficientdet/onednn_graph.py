@@ -1,6 +1,6 @@
-"""The CPU network (float32 or bfloat16) as a oneDNN Graph: traced once per input shape by TorchScript, whose oneDNN fuser hands
-the graph to oneDNN Graph, which fuses each convolution with what follows it and prepares every fused partition
-once. Eager torch builds a oneDNN kernel's descriptor on every convolution call, tens of microseconds around
+"""The CPU network (float32 or bfloat16) as a oneDNN Graph: traced once per input shape by TorchScript, whose oneDNN
+fuser hands the graph to oneDNN Graph, which fuses each convolution with what follows it and prepares every fused
+partition once. Eager torch builds a oneDNN kernel's descriptor on every convolution call, tens of microseconds around
 kernels of a few: what made the eager network slower than OpenVINO's compiled one on CPUs without AVX-512
 (docs/benchmarks.md#g-ours-against-onnx-runtime-and-openvino). The same arithmetic as the folded network, summed
 in another order.
@@ -37,12 +37,12 @@ def onednn_graph_available() -> bool:
 
 class OneDNNGraphNetwork(nn.Module):
     """Runs a folded, channels-last EfficientDet (float32 or bfloat16) as one traced oneDNN Graph per input shape,
-    compiled by `compile_for` (`Detector.warm_up` does it at load for its batch sizes). A batch of a size not compiled runs
-    image by image through the one-image graph where there is one (Ray Serve merges requests into batches of every
-    size up to REQUEST_BATCH_SIZE: no compile of seconds inside a request, and on CPU one image a pass is the faster,
-    docs/benchmarks.md); otherwise its shape is compiled at its first batch. Should tracing or oneDNN refuse the
-    network, it logs why and runs the model eagerly with its fused kernels from then on. Thread-safe: compiling is
-    serialised, and a compiled graph runs in several threads at once."""
+    compiled by `compile_for` (`Detector.warm_up` does it at load for its batch sizes). A batch of a size not
+    compiled runs image by image through the one-image graph where there is one (Ray Serve merges requests into
+    batches of every size up to REQUEST_BATCH_SIZE: no compile of seconds inside a request, and on CPU one image a
+    pass is the faster, docs/benchmarks.md); otherwise its shape is compiled at its first batch. Should tracing or
+    oneDNN refuse the network, it logs why and runs the model eagerly with its fused kernels from then on.
+    Thread-safe: compiling is serialised, and a compiled graph runs in several threads at once."""
 
     def __init__(self, model: EfficientDet) -> None:
         super().__init__()
