@@ -42,8 +42,9 @@ def optimize_for_inference(model: EfficientDet, device: torch.device, dtype: tor
         torch.backends.cudnn.benchmark = True
         if dtype == torch.float32:
             torch.backends.cudnn.allow_tf32 = False
-    if device.type == "cpu" and dtype in (torch.float32, torch.bfloat16) and onednn_graph and onednn_graph_available():
-        return OneDNNGraphNetwork(model)
-    if device.type == "cpu" and dtype in (torch.float32, torch.bfloat16) and onednn_available():
-        model.use_fused_kernels()
+    if device.type == "cpu" and dtype in (torch.float32, torch.bfloat16):
+        if onednn_graph and onednn_graph_available():
+            return OneDNNGraphNetwork(model)
+        if onednn_available():
+            model.use_fused_kernels()
     return model
