@@ -8,6 +8,7 @@ in another order.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import warnings
@@ -41,7 +42,8 @@ class OneDNNGraphNetwork(nn.Module):
     compiled runs image by image through the one-image graph where there is one (Ray Serve merges requests into
     batches of every size up to REQUEST_BATCH_SIZE: no compile of seconds inside a request, and on CPU one image a
     pass is the faster, docs/benchmarks.md); otherwise its shape is compiled at its first batch. Should tracing or
-    oneDNN refuse the network, it logs why and runs the model eagerly with its fused kernels from then on.
+    oneDNN refuse a shape, it logs why and runs batches of that shape through an eager copy of the model with its
+    fused kernels; the other shapes keep their graphs (oneDNN may refuse one input size and take the others).
     Thread-safe: compiling is serialised, and a compiled graph runs in several threads at once."""
 
     def __init__(self, model: EfficientDet) -> None:
@@ -50,26 +52,28 @@ class OneDNNGraphNetwork(nn.Module):
         model.requires_grad_(False)  # its weights become the traced graph's constants
         self.model = model
         self.compiled: dict[tuple, torch.jit.ScriptFunction] = {}
-        self.failed = False
+        self.refused: set[tuple] = set()  # shapes that would not compile, run by `eager`
+        self.eager: EfficientDet | None = None
         self._lock = threading.Lock()
 
     def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.failed:
-            return self.model(batch)
-        graph = self.compiled.get(_shape_key(batch))
+        key = _shape_key(batch)
+        graph = self.compiled.get(key)
         if graph is not None:
             return graph(batch)
+        if key in self.refused:
+            return self.eager(batch)
         if len(batch) > 1 and _shape_key(batch[:1]) in self.compiled:
             outputs = [self.compiled[_shape_key(image)](image) for image in batch.split(1)]
             return tuple(torch.cat(parts) for parts in zip(*outputs))
         graph = self.compile_for(batch)
-        return self.model(batch) if graph is None else graph(batch)
+        return self.eager(batch) if graph is None else graph(batch)
 
     def compile_for(self, batch: torch.Tensor) -> torch.jit.ScriptFunction | None:
         """The graph for batches of this one's shape, compiled now if it is not yet; None where compiling failed."""
         key = _shape_key(batch)
         with self._lock:
-            if not self.failed and key not in self.compiled:
+            if key not in self.compiled and key not in self.refused:
                 self._compile(key, batch)
             return self.compiled.get(key)
 
@@ -87,12 +91,21 @@ class OneDNNGraphNetwork(nn.Module):
                 for _ in range(WARM_UP_PASSES):
                     graph(example)
         except RuntimeError as error:
-            log.warning("the oneDNN Graph compile failed (%s); the network runs eagerly", error)
-            self.model.use_onednn_graph_ops(False)
-            self.model.use_fused_kernels()
-            self.failed = True
+            log.warning("the oneDNN Graph compile failed for input %s (%s); batches of that shape run eagerly",
+                        "×".join(map(str, key[0])), str(error).strip().splitlines()[-1])
+            if self.eager is None:
+                self.eager = self._eager_copy()
+            self.refused.add(key)
             return
         self.compiled[key] = graph
+
+    def _eager_copy(self) -> EfficientDet:
+        """The model with its fused kernels, for the shapes oneDNN Graph refused: a copy, so that the model itself
+        stays in the ops that later shapes are traced in."""
+        eager = copy.deepcopy(self.model)
+        eager.use_onednn_graph_ops(False)
+        eager.use_fused_kernels()
+        return eager
 
 
 def _shape_key(batch: torch.Tensor) -> tuple:

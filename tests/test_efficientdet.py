@@ -124,7 +124,7 @@ def test_warm_up_compiles_a_onednn_graph_per_batch_size_before_the_first_image(r
     shapes = [shape for shape, _, _ in detector.model.compiled]
     assert shapes == [(1, 3, 512, 512), (2, 3, 512, 512)]
     detector.detect([coffee])
-    assert len(detector.model.compiled) == 2 and not detector.model.failed
+    assert len(detector.model.compiled) == 2 and not detector.model.refused
 
 
 @pytest.mark.skipif(not onednn_graph_available(), reason="this torch build has no oneDNN Graph fuser")
@@ -165,8 +165,31 @@ def test_a_onednn_graph_that_will_not_compile_leaves_the_eager_fast_path(referen
     detector = Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0)
     with caplog.at_level(logging.WARNING):
         detector.warm_up([1])
-    assert detector.model.failed and "bad optional access" in caplog.text
+    assert detector.model.refused and "bad optional access" in caplog.text
     assert detector.detect([coffee])[0] == eager.detect([coffee])[0]
+
+
+@pytest.mark.skipif(not onednn_graph_available(), reason="this torch build has no oneDNN Graph fuser")
+def test_a_size_onednn_refuses_runs_eagerly_and_the_other_sizes_keep_their_graphs(reference, coffee, monkeypatch):
+    """oneDNN may refuse one input size and compile the others (a Zen 4's refuses 128 px with some torch versions):
+    the refused size runs eagerly, the size compiled at warm-up goes on running its graph, and a later size still
+    compiles."""
+    detector = Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0)
+    detector.warm_up([1])
+    (key, graph), = detector.model.compiled.items()
+    runs = []
+    detector.model.compiled[key] = lambda batch: runs.append(batch) or graph(batch)
+    traced = torch.jit.trace
+    monkeypatch.setattr(torch.jit, "trace", lambda *args, **kwargs: (_ for _ in ()).throw(RuntimeError("refused")))
+    small = synthetic_images(128, count=1).contiguous(memory_format=torch.channels_last)
+    eager = Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0, onednn_graph=False)
+    assert all(torch.equal(a, b) for a, b in zip(detector.forward(small), eager.forward(small)))
+    assert [shape for shape, _, _ in detector.model.refused] == [(1, 3, 128, 128)]
+    detector.detect([coffee])
+    assert len(runs) == 1
+    monkeypatch.setattr(torch.jit, "trace", traced)
+    detector.forward(synthetic_images(256, count=1).contiguous(memory_format=torch.channels_last))
+    assert [shape for shape, _, _ in detector.model.compiled] == [(1, 3, 512, 512), (1, 3, 256, 256)]
 
 
 def test_custom_input_size(reference, coffee):
@@ -282,7 +305,7 @@ def test_bfloat16_detections_stay_near_float32(reference, coffee, onednn_graph):
     regression, class_logits, anchors = reduced.forward(reduced.preprocess([coffee])[0])
     assert regression.dtype == class_logits.dtype == torch.bfloat16 and anchors.dtype == torch.float32
     if onednn_graph and onednn_graph_available():
-        assert isinstance(reduced.model, OneDNNGraphNetwork) and reduced.model.compiled and not reduced.model.failed
+        assert isinstance(reduced.model, OneDNNGraphNetwork) and reduced.model.compiled and not reduced.model.refused
     actual = reduced.detect([coffee], 0.2 - BFLOAT16_SCORE_TOLERANCE, max_detections=1000)[0]
     assert len(expected) >= 20
     assert unmatched_within(expected, actual, *coffee.shape[1::-1], threshold=0.2,
