@@ -46,6 +46,18 @@ def test_bench_compares_fast_and_plain_and_the_reduced_decode(reference, tmp_pat
     assert "alone at 128 px" in table and isinstance(runtimes["fixed_cost"]["ours_as_graph"], bool)
 
 
+def test_bench_serves_a_commit_beside_the_working_tree(reference, tmp_path):
+    """`python -m bench.against_commit`: both checkouts' servers answer every clip request (here HEAD, short clips)."""
+    out = tmp_path / "against.json"
+    result = subprocess.run([sys.executable, "-m", "bench.against_commit", "HEAD", "--seconds", "2", "--rounds", "1",
+                             "--requests", "1", "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    times = json.loads(out.read_text())["times"]
+    rows = [row for side in times.values() for clip in side.values() for row in clip]
+    assert len(rows) == 4 and all(row["status"] == 200 and row["frames"] == 2 for row in rows)
+    assert "commit ÷ working tree" in result.stdout
+
+
 def test_bench_times_any_coefficient(tmp_path):
     table, results = run_bench(tmp_path, "--coef", "1", "--untrained", "--rounds", "1", "--rounds-extras", "0",
                                "--video-seconds", "0", "--runtime-rounds", "0")
