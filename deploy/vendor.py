@@ -71,5 +71,9 @@ def unpack(wheel: str | Path, into: str | Path) -> None:
 if __name__ == "__main__":
     if len(sys.argv) == 3:  # python -m deploy.vendor WHEEL DIR: one wheel unpacked (bench/gpu-check.sh)
         unpack(sys.argv[1], sys.argv[2])
-    else:
+    elif len(sys.argv) == 1:  # build/code-lib, which the Dockerfiles copy
         print(code_lib())
+    else:
+        print("usage: python -m deploy.vendor [WHEEL DIR]: build/code-lib from requirements/archive.txt, or one wheel "
+              "unpacked into DIR", file=sys.stderr)
+        sys.exit(2)
