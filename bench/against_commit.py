@@ -62,14 +62,15 @@ def clips(folder: Path, seconds: int) -> dict[str, Path]:
     made = {}
     for kind, (name, codec) in CLIPS.items():
         path = folder / f"{seconds}s-{name}"
-        if not path.exists():
-            encoded(path, "1920x1080", 30, seconds, codec)
+        if not path.exists():  # encoded under another name first: an interrupted encode is never taken for a clip
+            encoded(path.with_name(f"part-{path.name}"), "1920x1080", 30, seconds, codec).rename(path)
         made[kind] = path
     return made
 
 
-def served_round(checkout: Path, keys: list[str], rounds: int, env: dict[str, str], log_path: Path) -> dict:
-    result = subprocess.run([sys.executable, "-c", SERVE_AND_TIME, BUCKET, json.dumps(keys), str(rounds),
+def served_round(checkout: Path, keys: list[str], requests: int, env: dict[str, str], log_path: Path) -> dict:
+    """A fresh TorchServe of `checkout`'s code: each key's clip requested `requests` times, {key: [timings]}."""
+    result = subprocess.run([sys.executable, "-c", SERVE_AND_TIME, BUCKET, json.dumps(keys), str(requests),
                              default_checkpoint(0) or "", str(log_path)],
                             cwd=checkout, env=env, capture_output=True, text=True, timeout=3600)
     if result.returncode:
@@ -78,6 +79,10 @@ def served_round(checkout: Path, keys: list[str], rounds: int, env: dict[str, st
 
 
 def against_commit(commit: str, rounds: int, requests: int, seconds: int) -> dict:
+    known = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}"], cwd=REPO,
+                           capture_output=True, text=True)
+    if known.returncode:
+        raise SystemExit(f"{commit}: not a commit of this repository")
     made = clips(REPO / "build" / "bench" / "clips", seconds)
     keys = {kind: f"clips/{path.name}" for kind, path in made.items()}
     times: dict[str, dict[str, list[dict]]] = {side: {kind: [] for kind in made} for side in ("commit", "working tree")}
