@@ -19,10 +19,10 @@ from pathlib import Path
 from localrun.s3server import SeaweedS3
 
 from . import cpu_machine, write_report
-from .samples import default_checkpoint
+from .samples import REPO, default_checkpoint
 from .video import H264_10MBPS, H264_CAMERA_GOP, encoded
 
-REPO = Path(__file__).resolve().parents[1]
+BUILD = REPO / "build" / "bench"  # the clips, the servers' logs, the JSON
 CLIPS = {"1080p H.264 10 Mb/s": ("h264.mp4", H264_10MBPS),
          "1080p H.264 10 Mb/s, camera GOP (IBBP)": ("camera.mp4", H264_CAMERA_GOP)}
 BUCKET = "bench"
@@ -83,10 +83,9 @@ def against_commit(commit: str, rounds: int, requests: int, seconds: int) -> dic
                            capture_output=True, text=True)
     if known.returncode:
         raise SystemExit(f"{commit}: not a commit of this repository")
-    made = clips(REPO / "build" / "bench" / "clips", seconds)
+    made = clips(BUILD / "clips", seconds)
     keys = {kind: f"clips/{path.name}" for kind, path in made.items()}
     times: dict[str, dict[str, list[dict]]] = {side: {kind: [] for kind in made} for side in ("commit", "working tree")}
-    logs = REPO / "build" / "bench"
     with tempfile.TemporaryDirectory(prefix="bench-commit-") as folder, SeaweedS3() as s3:
         checkout = Path(folder) / "checkout"
         subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(checkout), commit], cwd=REPO, check=True)
@@ -100,7 +99,7 @@ def against_commit(commit: str, rounds: int, requests: int, seconds: int) -> dic
             for round_ in range(rounds):
                 for side, root in sides if round_ % 2 == 0 else reversed(sides):
                     timed = served_round(root, list(keys.values()), requests, env,
-                                         logs / f"against-commit-{side.replace(' ', '-')}-{round_}.log")
+                                         BUILD / f"against-commit-{side.replace(' ', '-')}-{round_}.log")
                     for kind in made:
                         times[side][kind] += timed[keys[kind]]
         finally:
@@ -132,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="fresh servers per side, alternating")
     parser.add_argument("--requests", type=int, default=2, help="timed requests per clip and server")
     parser.add_argument("--seconds", type=int, default=60, help="length of the clips")
-    parser.add_argument("--json", default=str(REPO / "build" / "bench" / "against-commit.json"))
+    parser.add_argument("--json", default=str(BUILD / "against-commit.json"))
     args = parser.parse_args(argv)
     results = against_commit(args.commit, args.rounds, args.requests, args.seconds)
     write_report(results, against_commit_markdown(results), args.json)

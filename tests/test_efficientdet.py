@@ -179,6 +179,7 @@ def test_a_size_onednn_refuses_runs_eagerly_and_the_other_sizes_keep_their_graph
     (key, graph), = detector.model.compiled.items()
     runs = []
     detector.model.compiled[key] = lambda batch: runs.append(batch) or graph(batch)
+
     def refused(*args, **kwargs):
         raise RuntimeError("could not create a primitive descriptor for the reorder primitive")
 
