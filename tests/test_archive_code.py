@@ -103,3 +103,11 @@ def test_the_archives_code_alone_gives_the_fixture_detections(model_dir, referen
     assert expected["detections"] and unmatched(expected["detections"], result["detections"], 600, 400) == []
     assert answer["av"].startswith(str(model_dir / "code" / CODE_LIB_NAME))
     assert [f["frame"] for f in answer["clip"]["frames"]] == [0, 25] and answer["clip"]["codec"] == "h264"
+
+
+def test_torchserves_worker_starts_on_these_versions():
+    """The image's TorchServe runs inference.py in its Python worker, whose imports (PyYAML among them) must resolve
+    on the versions this tier pins."""
+    run = subprocess.run([sys.executable, "-I", "-c", "import ts.model_service_worker"], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
