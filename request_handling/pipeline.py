@@ -73,8 +73,10 @@ class Batch:
 
 
 def late(frame: Frame, what: str, request_timeout: float) -> RequestError:
-    """The 504 of a frame that was not `what` (read and decoded, detected) within the request's budget."""
-    return timed_out(f"{frame.source or 'the image'} was not {what} within REQUEST_TIMEOUT={request_timeout:g} s")
+    """The 504 of a frame that was not `what` (read and decoded, detected) within the request's budget; a body
+    sent inline is named as what it is."""
+    inline = "the clip" if frame.clip is not None or frame.rest_of_clip else "the image"
+    return timed_out(f"{frame.source or inline} was not {what} within REQUEST_TIMEOUT={request_timeout:g} s")
 
 
 def expand(requests: list[EntryRequest], resolve: Callable[[int, EntryRequest], ResolvedRequest]) -> Iterator[Frame]:
@@ -136,7 +138,7 @@ def _until(video_frames: Iterator[Frame], deadline: float, request_timeout: floa
             video_frames.close()
             rest = replace(frame, frame_index=None, time=None, rest_of_clip=True, fetch_seconds=0.0,
                            decode_seconds=0.0)
-            yield rest.failed(late(frame, "read to the end of its sampling", request_timeout))
+            yield rest.failed(late(rest, "read to the end of its sampling", request_timeout))
             return
         yield frame
 

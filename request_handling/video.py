@@ -135,7 +135,8 @@ class Video:
         except RequestError:
             raise
         except (av.FFmpegError, OSError, ValueError, EOFError) as error:
-            raise bad_request(f"{source} is not a video this server can open ({type(error).__name__})") from None
+            reason = getattr(error, "strerror", None) or type(error).__name__  # FFmpeg's own words where it has them
+            raise bad_request(f"{source} is not a video this server can open ({reason})") from None
         try:
             self._open_stream()
         except BaseException:

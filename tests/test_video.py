@@ -209,7 +209,7 @@ def test_custom_attributes_sample_a_raw_clip_and_the_rekognition_format(toolkit,
 
 @pytest.mark.parametrize("name, content_type, status, words", [
     ("junk", "video/mp4", 400, "not a decodable image"),
-    ("matroska junk", "video/x-matroska", 400, "not a video this server can open"),
+    ("matroska junk", "video/x-matroska", 400, "not a video this server can open (Invalid data found when"),
     ("unknown codec", "video/x-matroska", 415, "has no decoder"),
     ("large", "video/mp4", 413, "MAX_VIDEO_BYTES=2000000"),
     ("sampling", "video/mp4", 400, "sample_fps"),
