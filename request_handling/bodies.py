@@ -14,7 +14,8 @@ from .errors import RequestError, bad_request, too_large
 CSV = "text/csv"
 JSON = "application/json"
 JSON_LINES = ("application/jsonlines", "application/x-jsonlines", "application/jsonl")
-IMAGE_TYPES = ("image/jpeg", "image/png", "application/x-image")
+# each format's own type, and SageMaker's built-in algorithms' catch-all; the bytes decide the format either way
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/tiff", "image/bmp", "application/x-image")
 VIDEO_TYPES = ("video/mp4", "video/quicktime", "video/webm", "video/x-matroska", "video/mp2t", "video/mpeg",
                "video/x-msvideo", "video/avi", "application/mxf")
 
@@ -299,7 +300,7 @@ def parse_request(body: str | bytes | bytearray, content_type: str | None, max_i
         return ParsedBody([EntryRequest(inline=bytes(body))], several=False)
     if kind not in (CSV, JSON, *JSON_LINES):
         raise RequestError(415, f"unsupported content type {(content_type or '')[:60]!r}; use {CSV}, {JSON}, "
-                                f"{JSON_LINES[0]}, an image type ({', '.join(IMAGE_TYPES)}) or a video type "
+                                f"{JSON_LINES[0]}, an image type ({', '.join(IMAGE_TYPES[:2])} … {IMAGE_TYPES[-1]}) or a video type "
                                 f"({', '.join(VIDEO_TYPES[:3])} …)")
     text = _decode_text(body)
     if not text.strip():

@@ -107,10 +107,12 @@ def test_raw_image_bytes(toolkit, reference):
     (encode(gradient().convert("CMYK"), "JPEG"), "image/jpeg"),
     (encode(gradient().convert("RGBA"), "PNG"), "image/png"),
     (sixteen_bit_png(), "image/png"),
-    (encode(gradient(), "GIF"), "application/x-image"),
+    (encode(gradient(), "GIF"), "image/gif"),
+    (encode(gradient(), "WEBP"), "image/webp"),
+    (encode(gradient(), "TIFF"), "image/tiff"),
+    (encode(gradient(), "BMP"), "image/bmp"),
     (encode(gradient(), "WEBP"), "application/x-image"),
-    (encode(gradient(), "TIFF"), "application/x-image"),
-], ids=["grayscale", "cmyk", "alpha", "16-bit", "gif", "webp", "tiff"])
+], ids=["grayscale", "cmyk", "alpha", "16-bit", "gif", "webp", "tiff", "bmp", "any-image"])
 def test_image_modes_are_converted_not_refused(toolkit, image, content_type):
     response = toolkit.invoke(image, content_type)
     assert response.status == 200, response.message
