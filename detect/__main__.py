@@ -114,8 +114,24 @@ def sampling_options(args) -> dict[str, object]:
     given = {"sample_fps": args.sample_fps, "every_n_frames": args.every_n_frames, "start": args.start,
              "end": args.end, "max_frames": args.max_frames, "keyframes": args.keyframes or None,
              "aggregate": args.aggregate,
-             "timestamps": [float(t) for t in args.timestamps.split(",")] if args.timestamps else None}
+             "timestamps": [seconds(t) for t in args.timestamps.split(",")] if args.timestamps else None}
     return option_fields({name: value for name, value in given.items() if value is not None})
+
+
+def seconds(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--timestamps: {text.strip()!r} is not a number of seconds") from None
+
+
+def writable_outputs(args) -> None:
+    """--out's file and --draw's folder made before any work (neither is emptied): OSError where they cannot be."""
+    if args.out != "-":
+        with open(args.out, "a"):
+            pass
+    if args.draw is not None:
+        args.draw.mkdir(parents=True, exist_ok=True)
 
 
 def progress_units(result) -> int:
@@ -152,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         sampling = sampling_options(args)
     except (RequestError, ValueError) as error:
         parser.error(getattr(error, "message", str(error)))
+    try:
+        writable_outputs(args)
+    except OSError as error:
+        parser.error(f"{error.filename}: {error.strerror}")
 
     service = load_service(args)
     skip = done_sources(Path(args.out)) if args.resume else set()
