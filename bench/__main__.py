@@ -44,7 +44,7 @@ def markdown(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--coef", type=int, choices=range(9), default=0)
     parser.add_argument("--checkpoint", help="checkpoint to time (default: weights/, else for D0 the reference "
                                              "fixture, else generated untrained weights)")

@@ -126,7 +126,7 @@ def against_commit_markdown(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.against_commit", description=__doc__.splitlines()[0])
     parser.add_argument("commit", help="the commit to serve beside the working tree, e.g. edf54e6")
     parser.add_argument("--rounds", type=int, default=2, help="fresh servers per side, alternating")
     parser.add_argument("--requests", type=int, default=2, help="timed requests per clip and server")

@@ -372,7 +372,7 @@ def decoders_markdown(decoders: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.gpu", description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--coefs", type=int, nargs="+", default=[0, 4], help="coefficients (default: D0 and D4)")
     parser.add_argument("--checkpoint", help="D0 checkpoint (default: weights/, else the reference fixture beside "

@@ -49,7 +49,7 @@ def download_weights(compound_coef: int, directory: str | os.PathLike) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m efficientdet.download", description=__doc__)
     parser.add_argument("--coef", type=int, choices=range(9), default=0, help="compound coefficient 0-8")
     parser.add_argument("--dir", default="weights", help="directory to write efficientdet-d{N}.pth into")
     args = parser.parse_args(argv)

@@ -9,8 +9,8 @@ import signal
 from pathlib import Path
 
 
-def server_arguments(description: str, argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=description)
+def server_arguments(module: str, description: str, argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
     parser.add_argument("--model", help="a model.tar.gz or model dir to serve instead of assembling one")
     parser.add_argument("--coef", type=int, choices=range(9), default=int(os.environ.get("EFFICIENTDET_COMPOUND_COEF", 0)))
     parser.add_argument("--weights", help="checkpoint to put in the assembled model dir")

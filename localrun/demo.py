@@ -58,7 +58,7 @@ def invoke(port: int, content_type: str, body: str) -> tuple[int, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m localrun.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--server", choices=("torchserve", "ray"), default="torchserve",
                         help="the AWS PyTorch inference DLC's TorchServe stack, or the Ray Serve DLC's")
     args = parser.parse_args(argv)

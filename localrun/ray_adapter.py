@@ -77,7 +77,7 @@ class Adapter(BaseHTTPRequestHandler):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m localrun.ray_adapter", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--backend", default=os.environ.get("RAYSERVE_BACKEND_URL", "http://127.0.0.1:8000"))
     args = parser.parse_args(argv)

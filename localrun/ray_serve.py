@@ -148,7 +148,7 @@ class RayServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = server_arguments(__doc__.splitlines()[0], argv)
+    args = server_arguments("localrun.ray_serve", __doc__.splitlines()[0], argv)
     serving_from_a_terminal()
     logs = args.log_dir
     server = RayServer(args.model, args.coef, args.port, args.weights,

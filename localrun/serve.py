@@ -170,7 +170,7 @@ class ModelServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = server_arguments(__doc__.splitlines()[0], argv)
+    args = server_arguments("localrun.serve", __doc__.splitlines()[0], argv)
     serving_from_a_terminal()
     server = ModelServer(args.model, args.coef, args.port, args.weights)
     try:
