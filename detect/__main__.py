@@ -114,11 +114,12 @@ def sampling_options(args) -> dict[str, object]:
     given = {"sample_fps": args.sample_fps, "every_n_frames": args.every_n_frames, "start": args.start,
              "end": args.end, "max_frames": args.max_frames, "keyframes": args.keyframes or None,
              "aggregate": args.aggregate,
-             "timestamps": [seconds(t) for t in args.timestamps.split(",")] if args.timestamps else None}
+             "timestamps": [timestamp_seconds(t) for t in args.timestamps.split(",")] if args.timestamps else None}
     return option_fields({name: value for name, value in given.items() if value is not None})
 
 
-def seconds(text: str) -> float:
+def timestamp_seconds(text: str) -> float:
+    """One of --timestamps' values; ValueError naming it where it is no number."""
     try:
         return float(text)
     except ValueError:

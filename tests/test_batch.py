@@ -96,7 +96,7 @@ def test_cli_over_a_folder_draws_pictures(reference, tmp_path):
     (["--draw", "/proc/pictures"], "/proc/pictures: No such file or directory"),
     (["--timestamps", "1,soon"], "--timestamps: 'soon' is not a number of seconds"),
 ])
-def test_cli_options_it_cannot_use_are_one_line_before_any_work(reference, tmp_path, option, words):
+def test_cli_options_it_cannot_use_are_one_line_before_any_work(reference, option, words):
     result = run_cli(str(SAMPLE_IMAGE), "--weights", str(reference / "efficientdet-d0.pth"), *option)
     assert result.returncode == 2 and result.stderr.splitlines()[-1] == f"python -m detect: error: {words}"
     assert "Traceback" not in result.stderr and result.stdout == ""
