@@ -198,8 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                 entry = result_entry(result, prediction.model)
                 out.write(json.dumps(entry) + "\n")
                 progress.update(progress_units(result))
-                if isinstance(result, EntryFailure):
-                    counts["images"] += 1
+                if isinstance(result, EntryFailure):  # an image or a clip: what failed may not have been read
                     counts["failures"] += 1
                     continue
                 if isinstance(result, ClipResult):

@@ -84,7 +84,7 @@ def test_cli_over_a_folder_draws_pictures(reference, tmp_path):
     assert [line["source"].removeprefix(str(folder) + "/") for line in lines] == ["a.jpg", "b.jpg", "broken.png", "sub/c.jpg"]
     assert lines[2]["error"]["status"] == 400 and all("detections" in lines[i] for i in (0, 1, 3))
     summary = json.loads(result.stderr.strip().splitlines()[-1])
-    assert summary["images"] == 4 and summary["failures"] == 1 and summary["detections"] > 0
+    assert summary["images"] == 3 and summary["failures"] == 1 and summary["detections"] > 0
     pictures = sorted((tmp_path / "pictures").iterdir())
     assert len(pictures) == 3
     with Image.open(pictures[0]) as picture:
