@@ -75,7 +75,7 @@ class Batch:
 def late(frame: Frame, what: str, request_timeout: float) -> RequestError:
     """The 504 of a frame that was not `what` (read and decoded, detected) within the request's budget; a body
     sent inline is named as what it is."""
-    inline = "the clip" if frame.clip is not None or frame.rest_of_clip else "the image"
+    inline = "the clip" if frame.clip is not None else "the image"  # every frame of a clip carries its info
     return timed_out(f"{frame.source or inline} was not {what} within REQUEST_TIMEOUT={request_timeout:g} s")
 
 
