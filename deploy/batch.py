@@ -68,11 +68,11 @@ def batch(args) -> int:
             env=batch_environment(args), sagemaker_session=session)
         data_type = "ManifestFile" if args.manifest else "S3Prefix"
         transformer.transform(data=args.manifest or (requests if args.clips else args.input), data_type=data_type,
-                              content_type=JSON_LINES, split_type="Line", job_name=name, wait=True, logs=False,
+                              content_type=JSON_LINES, split_type="Line", job_name=name, wait=False, logs=False,
                               join_source="Input" if args.clips else None,
                               model_client_config={"InvocationsTimeoutInSeconds": args.timeout,
                                                    "InvocationsMaxRetries": 1})
-        job = session.sagemaker_client.describe_transform_job(TransformJobName=name)
+        job = finished_transform_job(session, name)
         status, reason = job["TransformJobStatus"], job.get("FailureReason")
     except (UnexpectedStatusException, ClientError) as error:  # a failed job; the message holds its FailureReason
         status, reason = getattr(error, "actual_status", "Failed"), str(error)
@@ -84,6 +84,16 @@ def batch(args) -> int:
             print(f"deleted model {name}", file=sys.stderr)
     print(json.dumps({"job": name, "status": status, "output": args.output, "failure": reason, **summary}))
     return 0 if status == "Completed" else 1
+
+
+def finished_transform_job(session, name: str) -> dict:
+    """The job's description once it has ended; the SDK's waiter (which raises on a failed job) sleeps a 5 s poll
+    before its first look, so a job already ended is not given to it."""
+    job = session.sagemaker_client.describe_transform_job(TransformJobName=name)
+    if job["TransformJobStatus"] in ("InProgress", "Stopping"):
+        session.wait_for_transform_job(name)
+        job = session.sagemaker_client.describe_transform_job(TransformJobName=name)
+    return job
 
 
 def concurrent_transforms(args) -> int:

@@ -102,10 +102,18 @@ def deploy_or_clean_up(session, model, name: str, **deploy) -> None:
     """model.deploy(**deploy); when AWS refuses any step or the endpoint fails to start, whatever was created of the
     model, its endpoint configuration and endpoint is deleted before the error goes on."""
     try:
-        model.deploy(endpoint_name=name, wait=True, **deploy)
+        model.deploy(endpoint_name=name, wait=False, **deploy)
+        wait_until_in_service(session, name)
     except BaseException:
         remove_what_exists(session, name)
         raise
+
+
+def wait_until_in_service(session, name: str) -> None:
+    """Back once the endpoint is in service; the SDK's waiter (which raises with the failure reason when the endpoint
+    fails to start) sleeps a 30 s poll before its first look, so an endpoint already in service is not given to it."""
+    if session.sagemaker_client.describe_endpoint(EndpointName=name)["EndpointStatus"] != "InService":
+        session.wait_for_endpoint(name)
 
 
 def remove_what_exists(session, name: str) -> None:
