@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import os
 import re
 import subprocess
 import sys
 import tarfile
+from contextlib import redirect_stderr, redirect_stdout
+from types import SimpleNamespace
+from typing import NamedTuple
+from unittest import mock
 
 import boto3
 import pytest
@@ -140,9 +145,31 @@ def sagemaker_double():
     server.stop()
 
 
-def deploy_cli(env: dict, *args) -> subprocess.CompletedProcess:
+class CliRun(NamedTuple):
+    returncode: int | str | None
+    stdout: str
+    stderr: str
+
+
+def deploy_cli(env: dict, *args) -> CliRun:
+    """`python -m deploy ARGS` run in this process (a command line each costs seconds of imports) with `env` and the
+    handler's threshold set: its exit status and what it printed."""
+    from deploy.__main__ import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with mock.patch.dict(os.environ, dict(env, DEFAULT_PRED_THRESHOLD="0.3")), redirect_stdout(out), \
+            redirect_stderr(err):
+        try:
+            status = main(list(args))
+        except SystemExit as exited:
+            status = exited.code
+    return CliRun(status, out.getvalue(), err.getvalue())
+
+
+def deploy_command_line(env: dict, *args) -> subprocess.CompletedProcess:
+    """`python -m deploy ARGS` as a user runs it: what reaches the terminal, the SDK's own logging included."""
     return subprocess.run([sys.executable, "-m", "deploy", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, env=dict(os.environ, **env, DEFAULT_PRED_THRESHOLD="0.3"))
+                          timeout=300, env=dict(os.environ, **env))
 
 
 MODEL_DATA = "s3://videoblocks-ml/models/efficientdet/videoblocks/dev/20261124T000000/model.tar.gz"
@@ -393,13 +420,67 @@ def test_a_request_aws_refuses_is_one_line_and_exit_1_and_leaves_nothing_behind(
     """moto's SageMaker knows an older list of instance types: its refusal is told as AWS's would be, and the model
     created before it is deleted."""
     url, env = sagemaker_double
-    result = deploy_cli(env, "realtime", "--model-data", MODEL_DATA, "--role", ROLE, "--name", "refused",
+    result = deploy_command_line(env, "realtime", "--model-data", MODEL_DATA, "--role", ROLE, "--name", "refused",
                         "--instance-type", "ml.c6a.xlarge")
     assert result.returncode == 1 and "Traceback" not in result.stderr and "│" not in result.stderr
     assert "python -m deploy realtime: An error occurred (ValidationException) when calling the CreateEndpointConfig" \
         in result.stderr
     assert "deleted Model refused after the failed deployment" in result.stderr
     assert moto_client(url, "sagemaker").list_models(NameContains="refused")["Models"] == []
+
+
+class NewResources:
+    """A SageMaker session whose new endpoint and transform job are in `status`; the SDK's waiters, which sleep
+    a poll before their first look, are recorded and tell a failure as the SDK does."""
+
+    def __init__(self, status: str) -> None:
+        self.waited, self.deleted = [], []
+        self.sagemaker_client = SimpleNamespace(
+            describe_endpoint=lambda EndpointName: {"EndpointStatus": status},
+            describe_transform_job=lambda TransformJobName: {"TransformJobStatus": status},
+            delete_endpoint=lambda EndpointName: self.deleted.append("endpoint"),
+            delete_endpoint_config=lambda EndpointConfigName: self.deleted.append("endpoint config"),
+            delete_model=lambda ModelName: self.deleted.append("model"))
+
+    def failed(self, name: str):
+        from sagemaker.exceptions import UnexpectedStatusException
+
+        self.waited.append(name)
+        return UnexpectedStatusException(f"Error for {name}: Failed. Reason: the container did not pass the ping "
+                                         "health check", allowed_statuses=["InService"], actual_status="Failed")
+
+    def wait_for_endpoint(self, name: str) -> None:
+        raise self.failed(name)
+
+    def wait_for_transform_job(self, name: str) -> None:
+        raise self.failed(name)
+
+
+def test_an_endpoint_still_creating_is_waited_for_and_removed_when_it_fails_to_start():
+    from sagemaker.exceptions import UnexpectedStatusException
+
+    from deploy.sagemaker_model import deploy_or_clean_up
+
+    session = NewResources("Creating")
+    with pytest.raises(UnexpectedStatusException, match="ping health check"):
+        deploy_or_clean_up(session, SimpleNamespace(deploy=lambda **_: None), "starting", initial_instance_count=1)
+    assert session.waited == ["starting"] and session.deleted == ["endpoint", "endpoint config", "model"]
+    in_service = NewResources("InService")  # moto's and --dry-run's endpoints: no 30 s sleep before the first look
+    deploy_or_clean_up(in_service, SimpleNamespace(deploy=lambda **_: None), "ready", initial_instance_count=1)
+    assert in_service.waited == in_service.deleted == []
+
+
+def test_a_transform_job_in_progress_is_waited_for_and_one_ended_is_not():
+    from sagemaker.exceptions import UnexpectedStatusException
+
+    from deploy.batch import finished_transform_job
+
+    running = NewResources("InProgress")
+    with pytest.raises(UnexpectedStatusException):
+        finished_transform_job(running, "frames")
+    assert running.waited == ["frames"]
+    ended = NewResources("Completed")
+    assert finished_transform_job(ended, "frames") == {"TransformJobStatus": "Completed"} and ended.waited == []
 
 
 CLIP_KINDS = {".mp4": "libx264", ".mts": "libx264", ".mkv": "libx264", ".avi": "mpeg4", ".mpg": "mpeg2video"}
@@ -432,7 +513,7 @@ def request_files(s3, prefix: str) -> dict[str, list[dict]]:
         "Body"].read().decode().splitlines()] for item in listing}
 
 
-def clips_batch(env: dict, name: str, *extra) -> subprocess.CompletedProcess:
+def clips_batch(env: dict, name: str, *extra) -> CliRun:
     return deploy_cli(env, "batch", "--model-data", MODEL_DATA, "--role", ROLE, "--name", name, "--instance-count", "3",
                       "--clips", "s3://clip-library/catalogue/", "--output", "s3://clip-library/answers/", *extra)
 
