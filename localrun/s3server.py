@@ -21,6 +21,7 @@ ADMIN = ("seaweed-admin", "seaweed-admin-secret")
 NO_READ = ("seaweed-noread", "seaweed-noread-secret")  # may list buckets, may not read objects
 LIMITED = ("seaweed-limited", "seaweed-limited-secret")  # may read videoblocks-ml only
 REGION = "us-east-1"
+STOP_GRACE_S = 1.0  # from SIGTERM to SIGKILL
 
 
 def weed_binary() -> str:
@@ -105,8 +106,8 @@ class SeaweedS3:
         """Stop the server but keep its data and port: start() brings the same S3 back."""
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
+            try:  # `weed server` writes what it holds at once, then waits on its own gRPC streams and never exits
+                self.process.wait(STOP_GRACE_S)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
