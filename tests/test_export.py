@@ -11,6 +11,7 @@ import torch
 from helpers import REPO
 
 from efficientdet.export import export
+from efficientdet.model import EfficientDet
 from efficientdet.optimize import fold_all_batch_norms
 from efficientdet.untrained import synthetic_images, untrained_state_dict
 from efficientdet.weights import build_from_state_dict
@@ -52,23 +53,28 @@ def test_the_fixture_checkpoint_exports_and_reproduces_the_reference_raw_outputs
         np.testing.assert_allclose(1 / (1 + np.exp(-logits[image])), raw["classification"][0], atol=TOLERANCE, rtol=0)
 
 
+@pytest.fixture(scope="module")
+def d4() -> EfficientDet:
+    """D4 from generated weights (calibrated at 1024 px: most of a minute on two cores, so made once)."""
+    return build_from_state_dict(untrained_state_dict(4), 4)
+
+
 @pytest.mark.parametrize("export_format", ["onnx", "torchscript"])
-def test_a_large_coefficient_exports_at_its_own_size(tmp_path, export_format):
+def test_a_large_coefficient_exports_at_its_own_size(d4, tmp_path, export_format):
     """D4 (1024 px input, 7 BiFPN cells) from generated weights, fed an image with natural statistics. What
     is exported is our network with its batch norms folded: TorchScript gives its outputs within 1e-4; ONNX
     Runtime's float32 kernels sum in another order, and differ from it no more than our own plain and folded
     networks differ from each other (about 1e-3 on outputs of up to 20, measured)."""
-    model = build_from_state_dict(untrained_state_dict(4), 4)
-    out = export(model, 1024, export_format, tmp_path / f"d4.{export_format}")
+    out = export(d4, 1024, export_format, tmp_path / f"d4.{export_format}")
     torch.manual_seed(1)
     batch = synthetic_images(1024, count=1)
-    folded = raw_outputs(fold_all_batch_norms(model), batch)
+    folded = raw_outputs(fold_all_batch_norms(d4), batch)
     exported = exported_outputs(out, export_format, batch)
     if export_format == "torchscript":
         for ours, theirs in zip(folded, exported):
             np.testing.assert_allclose(theirs, ours, atol=TOLERANCE, rtol=0)
     else:
-        for ours, plain, theirs in zip(folded, raw_outputs(model, batch), exported):
+        for ours, plain, theirs in zip(folded, raw_outputs(d4, batch), exported):
             assert np.abs(theirs - ours).max() <= 2 * np.abs(plain - ours).max()
 
 
