@@ -106,7 +106,7 @@ class SeaweedS3:
         """Stop the server but keep its data and port: start() brings the same S3 back."""
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
-            try:  # `weed server` writes what it holds at once, then waits on its own gRPC streams and never exits
+            try:  # after SIGTERM `weed server` waits on its own components' gRPC streams and never exits
                 self.process.wait(STOP_GRACE_S)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
