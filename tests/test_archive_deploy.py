@@ -401,19 +401,11 @@ def test_async_autoscale_to_zero_leaves_both_policies_and_the_wake_up_alarm(sage
     (("realtime", "--autoscale", "2:4"), "--instance-count 1 is outside"),
     (("async", "--output", "s3://b/o/", "--autoscale", "0:4", "--instance-count", "5"), "outside --autoscale"),
 ])
-def test_wrong_autoscale_options_are_usage_errors_before_anything_is_created(args, words, capsys):
-    assert usage_error_of(*args, "--dry-run", "--model-data", MODEL_DATA, "--role", ROLE) == 2
-    out, err = capsys.readouterr()
-    assert words in err and "DRY-RUN" not in out and "Traceback" not in err, err[-2000:]
-
-
-def usage_error_of(*args) -> int | str | None:
-    """`python -m deploy` run in this process (quicker than a command line each): its exit status."""
-    from deploy.__main__ import main
-
-    with pytest.raises(SystemExit) as exited:
-        main(list(args))
-    return exited.value.code
+def test_wrong_autoscale_options_are_usage_errors_before_anything_is_created(args, words):
+    result = deploy_cli({}, *args, "--dry-run", "--model-data", MODEL_DATA, "--role", ROLE)
+    assert result.returncode == 2
+    assert words in result.stderr and "DRY-RUN" not in result.stdout and "Traceback" not in result.stderr, \
+        result.stderr[-2000:]
 
 
 def test_a_request_aws_refuses_is_one_line_and_exit_1_and_leaves_nothing_behind(sagemaker_double):
@@ -583,10 +575,8 @@ def test_batch_clips_dry_run_lists_for_real_and_prints_every_request(s3_server, 
     (("--clips", "s3://clip-library/catalogue/", "--keyframes", "--sample-fps", "2"), "not allowed with"),
     (("--input", "s3://clip-library/requests/", "--resume"), "go with --clips"),
 ])
-def test_wrong_clip_options_are_usage_errors(s3_server, clip_library, args, words, capsys, monkeypatch):
-    for name, value in s3_server.env().items():
-        monkeypatch.setenv(name, value)
-    assert usage_error_of("batch", "--dry-run", "--model-data", MODEL_DATA, "--role", ROLE,
-                          "--output", "s3://clip-library/answers/", *args) == 2
-    err = capsys.readouterr().err
-    assert words in err and "Traceback" not in err, err[-2000:]
+def test_wrong_clip_options_are_usage_errors(s3_server, clip_library, args, words):
+    result = deploy_cli(s3_server.env(), "batch", "--dry-run", "--model-data", MODEL_DATA, "--role", ROLE,
+                        "--output", "s3://clip-library/answers/", *args)
+    assert result.returncode == 2
+    assert words in result.stderr and "Traceback" not in result.stderr, result.stderr[-2000:]
