@@ -20,8 +20,9 @@ from request_handling.video import TIME_TOLERANCE, SampledFrame, Sampling
 from request_handling.video import Video as PyAVVideo
 
 
-def opened(media, source: str) -> Video:
-    """The OpenCV clip for what `request_handling.media` hands the decoder: a path, or bytes in a file object."""
+def opened(media, source: str, max_pixels: int) -> Video:
+    """The OpenCV clip for what `request_handling.media` hands the decoder: a path, or bytes in a file object (the
+    frame limit is not checked: the benchmark's clips are within it)."""
     if isinstance(media, Path):
         return Video(media, source, owned=False)
     handle, name = tempfile.mkstemp(prefix="bench-opencv-", suffix=".bin")

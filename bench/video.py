@@ -139,7 +139,7 @@ def measured_request(service: DetectionService, request: EntryRequest) -> dict:
 def decode_only(media: Callable[[], object], sampling: Sampling, decoder=Video) -> tuple[float, float, list]:
     """(seconds, CPU seconds of the process) to decode the sampled frames alone, and their pixels."""
     start, cpu = time.perf_counter(), time.process_time()
-    pixels = [frame.pixels for frame in decoder(media(), "clip").frames(sampling)]
+    pixels = [frame.pixels for frame in decoder(media(), "clip", Settings().max_image_pixels).frames(sampling)]
     return time.perf_counter() - start, time.process_time() - cpu, pixels
 
 

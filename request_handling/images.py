@@ -45,7 +45,7 @@ def _open_checked(data: bytes, max_bytes: int, max_pixels: int, source: str) -> 
     image = Image.open(io.BytesIO(data))
     width, height = image.size
     if width * height > max_pixels:
-        raise too_large(f"{source} is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
+        raise too_large(f"{source} is {width}x{height} = {width * height} pixels; the limit is MAX_IMAGE_PIXELS={max_pixels}")
     return image
 
 

@@ -184,7 +184,7 @@ class MediaLoader:
             media = self.fetch(frame.request.request, source)
             fetched = time.perf_counter()
             if not isinstance(media, bytes):
-                clip = Video(media, source)
+                clip = Video(media, source, settings.max_image_pixels)
                 return self._clip_frames(replace(frame, clip=clip.info, fetch_seconds=fetched - start), clip)
             image = jpeg_for_device(media, settings.max_image_bytes, settings.max_image_pixels, source) \
                 if self.placement.device_jpeg_decode else None

@@ -124,11 +124,13 @@ def codec_name(stream: av.video.stream.VideoStream) -> str:
 class Video:
     """An opened clip: a file, or a seekable binary file object (bytes in memory, an S3 object read by ranges).
 
-    RequestError 400 when it holds no video FFmpeg can read, 415 when its codec has no decoder here.
+    RequestError 400 when it holds no video FFmpeg can read, 415 when its codec has no decoder here, 413 when its
+    frames are over `max_pixels` (the image limit: a frame is converted and letterboxed as an image is).
     """
 
-    def __init__(self, media: Path | str | BinaryIO, source: str) -> None:
+    def __init__(self, media: Path | str | BinaryIO, source: str, max_pixels: int) -> None:
         self.source = source
+        self.max_pixels = max_pixels
         av = pyav()
         try:
             self.container = av.open(str(media) if isinstance(media, Path) else media, metadata_errors="ignore")
@@ -151,6 +153,7 @@ class Video:
         if stream.codec_context is None:
             raise RequestError(415, f"{self.source}: its video codec ({codec_name(stream)}) has no decoder in this "
                                     f"server's FFmpeg ({pyav().ffmpeg_version_info})")
+        self._check_size(stream.codec_context.width, stream.codec_context.height)  # as the container says
         self.time_base = stream.time_base
         fps = float(stream.average_rate or stream.guessed_rate or 0)
         self._interval = 1 / fps if fps > 0 else 0.5
@@ -168,6 +171,7 @@ class Video:
         first = self._peek()
         if first is None:
             raise bad_request(f"{self.source} is not a video this server can open (no decodable frame)")
+        self._check_size(first.frame.width, first.frame.height)
         turns = ROTATIONS.get(round(first.frame.rotation), 0)
         width, height = (first.frame.height, first.frame.width) if turns % 2 else (first.frame.width, first.frame.height)
         if stream.duration:
@@ -304,7 +308,14 @@ class Video:
         self.container.seek(timestamp, backward=True, any_frame=False, stream=self.stream)
         self.stream.codec_context.flush_buffers()
 
+    def _check_size(self, width: int, height: int) -> None:
+        if width * height > self.max_pixels:
+            raise too_large(f"{self.source}: its frames are {width}x{height} = {width * height} pixels; the limit is "
+                            f"MAX_IMAGE_PIXELS={self.max_pixels}")
+
     def _rgb(self, decoded: DecodedFrame) -> np.ndarray:
+        """The frame's pixels, upright; 413 for a frame over the limit (a clip may change its size mid-stream)."""
+        self._check_size(decoded.frame.width, decoded.frame.height)
         pixels = decoded.frame.to_ndarray(format="rgb24")
         turns = ROTATIONS.get(round(decoded.frame.rotation), 0)
         return np.ascontiguousarray(np.rot90(pixels, turns) if turns else pixels)

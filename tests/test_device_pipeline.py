@@ -22,6 +22,7 @@ from request_handling import placement as placement_module
 from request_handling import service as service_module
 from request_handling.images import decode_image, decode_jpegs_on_device, jpeg_for_device, oriented
 from request_handling.placement import serving_device, warm_up_batch_sizes
+from request_handling.settings import Settings
 from request_handling.video import Sampling, Video
 
 pytestmark = pytest.mark.production
@@ -103,7 +104,7 @@ def test_only_jpegs_the_device_decoder_takes_skip_the_cpu_decode():
 
 def test_size_limits_hold_before_device_decoding():
     data = video_frame(640, 480)
-    with pytest.raises(Exception, match="pixels; the limit is 1000"):
+    with pytest.raises(Exception, match="pixels; the limit is MAX_IMAGE_PIXELS=1000"):
         jpeg_for_device(data, LIMITS[0], 1000)
     with pytest.raises(Exception, match="bytes; the limit is MAX_IMAGE_BYTES=10"):
         jpeg_for_device(data, 10, LIMITS[1])
@@ -258,7 +259,7 @@ def test_a_clips_frames_are_detected_on_the_device_as_on_the_cpu(reference_model
                                   headers={"X-Amzn-SageMaker-Custom-Attributes": "sample_fps=2"})
     assert response.status == 200, response.body[:300]
     frames = response.json()["frames"]
-    decoded = list(Video(clip, "clip").frames(Sampling(sample_fps=2.0)))
+    decoded = list(Video(clip, "clip", Settings().max_image_pixels).frames(Sampling(sample_fps=2.0)))
     assert [f["time"] for f in frames] == pytest.approx([d.time for d in decoded]) and len(frames) == 6
     detector = Detector.from_checkpoint(reference / "efficientdet-d0.pth", 0)
     for frame, pixels in zip(frames, (d.pixels for d in decoded)):

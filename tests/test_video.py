@@ -46,6 +46,7 @@ def clips(tmp_path_factory):
     made["unknown codec"] = folder / "unknown.mkv"
     made["unknown codec"].write_bytes(matroska.read_bytes().replace(b"V_MPEG4/ISO/AVC", b"V_QUUX4/ISO/AVC", 1))
     made["cut"] = cut_short(h264, folder / "cut.mp4")
+    made["huge frames"] = encode(folder / "huge.mp4", width=1280, height=800, seconds=1)  # over the toolkit's limit
     return made
 
 
@@ -91,7 +92,7 @@ def test_a_sampled_frame_matches_ffmpegs_own_decode_of_it(clips, tmp_path):
 
 
 def test_a_rotated_phone_clip_is_detected_upright(clips):
-    video = Video(clips["rotated"], "rotated.mp4")
+    video = Video(clips["rotated"], "rotated.mp4", Settings().max_image_pixels)
     assert (video.info.width, video.info.height) == (360, 640)
     frames = list(video.frames(Sampling.of(None, None, (1.0,), None, None, None, 1000)))
     assert frames[0].pixels.shape == (640, 360, 3)
@@ -111,8 +112,22 @@ def test_what_cannot_be_opened_is_400(tmp_path):
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 500)
     with pytest.raises(RequestError) as raised:
-        Video(junk, "junk.mp4")
+        Video(junk, "junk.mp4", Settings().max_image_pixels)
     assert raised.value.status_code == 400 and "not a video" in raised.value.message
+
+
+def test_frames_that_grow_past_max_image_pixels_mid_clip_are_413_for_the_rest(tmp_path):
+    """A stream may change its picture size (a new H.264 sequence header): each frame is held to the limit before
+    it is converted, as an image's header is."""
+    small = encode(tmp_path / "small.ts", width=320, height=240, rate="10", seconds=2)
+    large = encode(tmp_path / "large.ts", width=640, height=480, rate="10", seconds=2,
+                   options=("-output_ts_offset", "2"))  # its times after the small one's
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(small.read_bytes() + large.read_bytes())
+    frames = list(Video(joined, "joined.ts", 320 * 240).frames(Sampling(sample_fps=1)))
+    assert [f.pixels.shape for f in frames[:2]] == [(240, 320, 3)] * 2
+    [rest] = frames[2:]
+    assert rest.rest_of_clip and rest.error.status_code == 413 and "640x480" in rest.error.message
 
 
 @pytest.mark.parametrize("options, status, words", [
@@ -165,7 +180,7 @@ def test_detections_in_a_sampled_frame_are_those_of_the_same_frame_sent_as_an_im
 @pytest.fixture(scope="module")
 def toolkit(s3_server, reference_model_dir):
     with pytest.MonkeyPatch.context() as env:
-        for name, value in {**s3_server.env(), "MAX_VIDEO_BYTES": "2000000"}.items():
+        for name, value in {**s3_server.env(), "MAX_VIDEO_BYTES": "2000000", "MAX_IMAGE_PIXELS": "1000000"}.items():
             env.setenv(name, value)
         yield Toolkit(reference_model_dir)
 
@@ -212,11 +227,12 @@ def test_custom_attributes_sample_a_raw_clip_and_the_rekognition_format(toolkit,
     ("matroska junk", "video/x-matroska", 400, "not a video this server can open (Invalid data found when"),
     ("unknown codec", "video/x-matroska", 415, "has no decoder"),
     ("large", "video/mp4", 413, "MAX_VIDEO_BYTES=2000000"),
+    ("huge frames", "video/mp4", 413, "its frames are 1280x800 = 1024000 pixels; the limit is MAX_IMAGE_PIXELS=1000000"),
     ("sampling", "video/mp4", 400, "sample_fps"),
 ])
 def test_bad_videos_get_their_status(toolkit, clips, tmp_path, name, content_type, status, words):
     body = {"junk": b"not a video at all" * 10, "matroska junk": b"\x1a\x45\xdf\xa3" + b"junk" * 100,
-            "unknown codec": clips["unknown codec"].read_bytes(),
+            "unknown codec": clips["unknown codec"].read_bytes(), "huge frames": clips["huge frames"].read_bytes(),
             "large": clips["h264"].read_bytes() + b"\x00" * 2_000_000, "sampling": clips["h264"].read_bytes()}[name]
     headers = {"X-Amzn-SageMaker-Custom-Attributes": "sample_fps=0"} if name == "sampling" else None
     response = toolkit.invoke(body, content_type, headers=headers)

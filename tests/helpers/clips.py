@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from request_handling.settings import Settings
 from request_handling.video import SampledFrame, Sampling, Video
 
 TEST_PATTERN = "testsrc2=size={width}x{height}:rate={rate}:duration={seconds}"
@@ -124,4 +125,4 @@ def sampled(media, **options) -> list[SampledFrame]:
     sampling = Sampling.of(options.get("sample_fps"), options.get("every_n_frames"), options.get("timestamps"),
                            options.get("start"), options.get("end"), options.get("max_frames"), 1000,
                            options.get("keyframes"))
-    return list(Video(media, getattr(media, "name", "clip")).frames(sampling))
+    return list(Video(media, getattr(media, "name", "clip"), Settings().max_image_pixels).frames(sampling))
