@@ -277,8 +277,7 @@ class Video:
 
     def _rewind(self) -> None:
         """Decode from the clip's first frame again (a container without an index of every frame)."""
-        self.container.seek(0, backward=True, any_frame=False)  # before the first packet: the container's start
-        self.stream.codec_context.flush_buffers()
+        self._seek(0, in_stream=False)  # before the first packet: the container's start
         self._restart(anchor=0)
         first = self._peek()
         if first is None or first.frame.pts != self._origin:
@@ -303,9 +302,14 @@ class Video:
             return None
         return float((self._seen[last_seen] - self._origin) * self.time_base)
 
-    def _seek(self, timestamp: int) -> None:
-        """To the last keyframe at or before this time (the stream's time base), the decoder emptied."""
-        self.container.seek(timestamp, backward=True, any_frame=False, stream=self.stream)
+    def _seek(self, timestamp: int, in_stream: bool = True) -> None:
+        """To the last keyframe at or before this time (the stream's time base; FFmpeg's when not `in_stream`), the
+        decoder emptied. 400 when the container cannot seek there (a damaged index)."""
+        try:
+            self.container.seek(timestamp, backward=True, any_frame=False, stream=self.stream if in_stream else None)
+        except (pyav().FFmpegError, OSError, ValueError) as error:
+            reason = getattr(error, "strerror", None) or type(error).__name__
+            raise bad_request(f"{self.source}: could not seek in it ({reason}; the clip is damaged)") from None
         self.stream.codec_context.flush_buffers()
 
     def _check_size(self, width: int, height: int) -> None:

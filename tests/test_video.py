@@ -108,6 +108,19 @@ def test_a_clip_cut_short_answers_the_frames_it_has_and_an_error_in_place_of_the
     assert all(f.error.status_code == 400 and "cut short" in f.error.message for f in frames[len(good):])
 
 
+def test_a_clip_whose_index_is_damaged_answers_what_it_decodes_and_a_400_for_the_rest(tmp_path):
+    """4 KB of an AVI's header zeroed from its video properties chunk on: FFmpeg opens it and then cannot seek
+    back to its start, which the decoder does when a frame it skipped turns out to be shown."""
+    data = bytearray(encode(tmp_path / "mpeg4.avi", codec="mpeg4", width=320, height=240, rate="25",
+                            seconds=2).read_bytes())
+    damage = data.index(b"vprp")
+    data[damage:damage + 4096] = bytes(4096)
+    frames = list(Video(io.BytesIO(bytes(data)), "damaged.avi", Settings().max_image_pixels).frames(
+        Sampling(sample_fps=1)))
+    assert frames[0].error is None and frames[-1].rest_of_clip
+    assert frames[-1].error.status_code == 400 and "the clip is damaged" in frames[-1].error.message
+
+
 def test_what_cannot_be_opened_is_400(tmp_path):
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 500)
