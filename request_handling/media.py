@@ -103,11 +103,11 @@ def fetch_media(client, bucket: str, key: str, max_image_bytes: int, max_video_b
 
     source = f"s3://{bucket}/{key}"
     with s3.s3_errors(source):
-        body, size = s3.open_object(client, bucket, key)
+        body, size, etag = s3.open_object(client, bucket, key)
         with body:
             head = body.read(SIGNATURE_BYTES)
             if is_video(head):
-                return s3.RangedObject(client, bucket, key, size, source, RANGED_READ_AHEAD, max_video_bytes,
+                return s3.RangedObject(client, bucket, key, size, etag, source, RANGED_READ_AHEAD, max_video_bytes,
                                        lambda: clip_too_large(source, max_video_bytes))
             return bounded_image(body, head, size, max_image_bytes, source)
 

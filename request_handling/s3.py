@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import boto3
 from botocore.config import Config
@@ -27,6 +27,7 @@ NOT_FOUND_CODES = {"NoSuchKey", "NoSuchBucket", "404", "NotFound"}
 FORBIDDEN_CODES = {"AccessDenied", "403", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                    "AccountProblem", "InvalidObjectState", "ExpiredToken", "InvalidToken"}
 UNAVAILABLE_CODES = {"SlowDown", "ServiceUnavailable", "503", "RequestTimeout"}
+CHANGED_CODES = {"PreconditionFailed", "412"}  # a ranged read's If-Match: the object was replaced since it was opened
 
 
 def make_client(connect_timeout: float, read_timeout: float, max_attempts: int, max_pool: int):
@@ -43,6 +44,8 @@ def _client_error(error: ClientError, source: str) -> RequestError:
         return not_found(f"{source} does not exist ({code or status})")
     if code in FORBIDDEN_CODES or status == 403:
         return forbidden(f"access to {source} is denied by S3 ({code or status})")
+    if code in CHANGED_CODES or status == 412:
+        return RequestError(409, f"{source} was replaced in S3 while it was read; send the request again")
     if code in UNAVAILABLE_CODES or status == 503:
         return RequestError(503, f"S3 is unavailable reading {source} ({code or status}); try again")
     return RequestError(502, f"S3 failed reading {source} ({code or status})")
@@ -65,23 +68,30 @@ def s3_errors(source: str) -> Iterator[None]:
         raise RequestError(502, f"S3 failed reading {source}: {type(error).__name__}") from None
 
 
-def open_object(client, bucket: str, key: str) -> tuple[BinaryIO, int | None]:
-    """An object's streaming body and its size (None when S3 does not say); call inside `s3_errors`, which also
-    covers the reads from the body."""
+class OpenedObject(NamedTuple):
+    body: BinaryIO  # the streaming body
+    size: int | None  # None when S3 does not say
+    etag: str | None  # the version read: a later ranged read asks for the same one
+
+
+def open_object(client, bucket: str, key: str) -> OpenedObject:
+    """An object opened for reading; call inside `s3_errors`, which also covers the reads from the body."""
     response = client.get_object(Bucket=bucket, Key=key)
-    return response["Body"], response.get("ContentLength")
+    return OpenedObject(response["Body"], response.get("ContentLength"), response.get("ETag"))
 
 
 class RangedObject(io.RawIOBase):
     """A seekable, read-only file over an S3 object that fetches, by byte ranges, what is read of it: a decoder that
     seeks reads only what it decodes. Each range reaches past the read by a read-ahead that starts at the smaller
     of `read_ahead` and doubles while reads follow each other, up to the larger; at most `max_bytes` are fetched
-    in all (then `too_much()` is raised). S3's errors are raised as `s3_errors` says."""
+    in all (then `too_much()` is raised). Every range is of the version `etag` names (409 once it is replaced: a
+    clip is never read half from one upload and half from the next). S3's errors are raised as `s3_errors` says."""
 
-    def __init__(self, client, bucket: str, key: str, size: int | None, source: str, read_ahead: tuple[int, int],
-                 max_bytes: int, too_much: Callable[[], Exception]) -> None:
+    def __init__(self, client, bucket: str, key: str, size: int | None, etag: str | None, source: str,
+                 read_ahead: tuple[int, int], max_bytes: int, too_much: Callable[[], Exception]) -> None:
         super().__init__()
         self.client, self.bucket, self.key, self.source = client, bucket, key, source
+        self.pinned = {"IfMatch": etag} if etag else {}
         self.size = size if size is not None else self._size()
         self.smallest, self.largest = read_ahead
         self.max_bytes, self.too_much = max_bytes, too_much
@@ -92,7 +102,7 @@ class RangedObject(io.RawIOBase):
 
     def _size(self) -> int:
         with s3_errors(self.source):
-            return self.client.head_object(Bucket=self.bucket, Key=self.key)["ContentLength"]
+            return self.client.head_object(Bucket=self.bucket, Key=self.key, **self.pinned)["ContentLength"]
 
     def readable(self) -> bool:
         return True
@@ -130,7 +140,7 @@ class RangedObject(io.RawIOBase):
             raise self.too_much()
         with s3_errors(self.source):
             response = self.client.get_object(Bucket=self.bucket, Key=self.key,
-                                              Range=f"bytes={self.position}-{end - 1}")
+                                              Range=f"bytes={self.position}-{end - 1}", **self.pinned)
             with response["Body"] as body:
                 self.buffer = body.read()
         self.buffer_start = self.position

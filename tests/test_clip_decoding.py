@@ -155,6 +155,22 @@ def test_a_clip_read_past_max_video_bytes_answers_what_it_has_and_a_413(s3_serve
     assert f"MAX_VIDEO_BYTES={limit}" in frames[-1].error.message and 0 < len(frames) < 200
 
 
+def test_a_clip_replaced_in_s3_while_it_is_read_answers_a_409_for_the_rest(s3_server, tmp_path):
+    """Every range is asked of the version first opened: a contributor's re-upload under the same key mid-request
+    is never decoded half from each upload."""
+    require_ffmpeg()
+    clip = encode(tmp_path / "clip.mp4", width=1280, height=720, rate="25", seconds=6, options=("-b:v", "8M"))
+    s3_server.put(USER_BUCKET, "videos/replaced.mp4", clip.read_bytes())
+    reader = fetch_media(s3_server.client(), USER_BUCKET, "videos/replaced.mp4", 10_000_000, 1 << 30)
+    frames = Video(reader, "s3://replaced.mp4", 10_000_000).frames(Sampling(sample_fps=1))
+    first = next(frames)
+    assert first.error is None and reader.fetched < clip.stat().st_size // 2
+    s3_server.put(USER_BUCKET, "videos/replaced.mp4", clip.read_bytes()[::-1])
+    rest = list(frames)
+    assert rest[-1].rest_of_clip and rest[-1].error.status_code == 409
+    assert "was replaced in S3 while it was read" in rest[-1].error.message
+
+
 def test_a_clip_sent_inline_in_any_container_through_the_toolkit(made, reference_model_dir):
     toolkit = Toolkit(reference_model_dir)
     for name in ("MPEG-4 in AVI", "DNxHR in MXF", "AVCHD H.264 in M2TS"):
