@@ -92,7 +92,8 @@ def draw(service: DetectionService, request: EntryRequest, result: ImageResult |
             frames = {(f.index, f.time): {"detections": detection_dicts(f.outcome)} for f in result.frames
                       if isinstance(f.outcome, ImageResult)}
             sheet = []
-            for sampled in Video(media, request.source or "video", settings.max_image_pixels).frames(service.resolve(0, request).sampling):
+            clip = Video(media, request.source or "video", settings.max_image_pixels)
+            for sampled in clip.frames(service.resolve(0, request).sampling):
                 found = frames.get((sampled.index, sampled.time))
                 if found is not None and sampled.pixels is not None:
                     drawn = with_detections(Image.fromarray(sampled.pixels), found["detections"])

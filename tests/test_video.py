@@ -109,8 +109,9 @@ def test_a_clip_cut_short_answers_the_frames_it_has_and_an_error_in_place_of_the
 
 
 def test_a_clip_whose_index_is_damaged_answers_what_it_decodes_and_a_400_for_the_rest(tmp_path):
-    """4 KB of an AVI's header zeroed from its video properties chunk on: FFmpeg opens it and then cannot seek
-    back to its start, which the decoder does when a frame it skipped turns out to be shown."""
+    """4 KB of an AVI zeroed from its video properties chunk on: FFmpeg opens it, frames from 0.4 s on do not
+    decode, and the seek back to its start that the decoder then makes (to get a frame it read and was not given)
+    is refused."""
     data = bytearray(encode(tmp_path / "mpeg4.avi", codec="mpeg4", width=320, height=240, rate="25",
                             seconds=2).read_bytes())
     damage = data.index(b"vprp")
