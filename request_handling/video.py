@@ -115,6 +115,16 @@ def pyav():
     return av
 
 
+def unreadable() -> tuple[type[Exception], ...]:
+    """What reading a damaged clip on raises: FFmpeg's errors (PyAV's), and those of the file object it reads."""
+    return (pyav().FFmpegError, OSError, ValueError, EOFError)
+
+
+def ffmpeg_reason(error: Exception) -> str:
+    """FFmpeg's own words for a failure where it has them, else the error's type."""
+    return getattr(error, "strerror", None) or type(error).__name__
+
+
 def codec_name(stream: av.video.stream.VideoStream) -> str:
     """The stream's codec as FFmpeg names it (`av1`, not the decoder's `libdav1d`)."""
     context = stream.codec_context
@@ -136,9 +146,8 @@ class Video:
             self.container = av.open(str(media) if isinstance(media, Path) else media, metadata_errors="ignore")
         except RequestError:
             raise
-        except (av.FFmpegError, OSError, ValueError, EOFError) as error:
-            reason = getattr(error, "strerror", None) or type(error).__name__  # FFmpeg's own words where it has them
-            raise bad_request(f"{source} is not a video this server can open ({reason})") from None
+        except unreadable() as error:
+            raise bad_request(f"{source} is not a video this server can open ({ffmpeg_reason(error)})") from None
         try:
             self._open_stream()
         except BaseException:
@@ -222,7 +231,7 @@ class Video:
                 yield from packet.decode()
         except RequestError:
             raise
-        except (pyav().FFmpegError, OSError, ValueError, EOFError):
+        except unreadable():
             return
 
     def _decoded_frame(self, frame: av.VideoFrame) -> DecodedFrame:
@@ -307,9 +316,9 @@ class Video:
         decoder emptied. 400 when the container cannot seek there (a damaged index)."""
         try:
             self.container.seek(timestamp, backward=True, any_frame=False, stream=self.stream if in_stream else None)
-        except (pyav().FFmpegError, OSError, ValueError) as error:
-            reason = getattr(error, "strerror", None) or type(error).__name__
-            raise bad_request(f"{self.source}: could not seek in it ({reason}; the clip is damaged)") from None
+        except unreadable() as error:
+            message = f"{self.source}: could not seek in it ({ffmpeg_reason(error)}; the clip is damaged)"
+            raise bad_request(message) from None
         self.stream.codec_context.flush_buffers()
 
     def _check_size(self, width: int, height: int) -> None:
@@ -385,7 +394,7 @@ class Video:
                     break
         except RequestError:
             raise
-        except (pyav().FFmpegError, OSError, ValueError, EOFError):
+        except unreadable():
             pass
         return SampledFrame(position, time, error=bad_request(
             f"{self.source}: frame {position} could not be decoded (the clip is cut short or damaged)"))
