@@ -340,8 +340,9 @@ class Video:
 
     def frames(self, sampling: Sampling) -> Iterator[SampledFrame]:
         """The sampled frames in order, decoded as they are asked for; the clip is closed when they end (or when
-        the caller stops asking). A sampled time past the last frame that decodes is an error in its place; a
-        failure to read on (S3) is one error standing for the rest."""
+        the caller stops asking). A timestamp asked for past the last frame that decodes is an error in its place;
+        a clip that stops decoding before its sampling ends (cut short), or that cannot be read on (S3), answers one
+        error standing for the rest."""
         last = SampledFrame(0, 0.0)
         try:
             for last in self._sampled(sampling):
@@ -449,6 +450,10 @@ class Video:
                 candidate = previous  # the last frame stays on screen to the end of the clip
             elif sampling.timestamps is None and wanted >= self.info.duration - TIME_TOLERANCE:
                 return  # every time the clip lasts is sampled
+            elif sampling.timestamps is None:  # nothing decodes past here (a clip cut short): one error for the rest
+                raise bad_request(
+                    f"{self.source} has no decodable frame from {wanted:.3f} s on (the clip ends or is cut short "
+                    f"before it; its container says it lasts {self.info.duration:.3f} s)")
             else:
                 index = previous.index + 1 if previous is not None else 0
                 yield SampledFrame(index, wanted, error=bad_request(

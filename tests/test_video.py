@@ -100,12 +100,20 @@ def test_a_rotated_phone_clip_is_detected_upright(clips):
     assert np.array_equal(frames[0].pixels, np.rot90(upright, k=-1))
 
 
-def test_a_clip_cut_short_answers_the_frames_it_has_and_an_error_in_place_of_the_others(clips):
-    frames = sampled(clips["cut"], sample_fps=1)
-    assert len(frames) == 6  # its index still says 5.005 s, so 0 … 5 s
-    good = [f for f in frames if f.error is None]
-    assert 1 <= len(good) < 5 and frames[:len(good)] == good
-    assert all(f.error.status_code == 400 and "cut short" in f.error.message for f in frames[len(good):])
+def test_a_clip_cut_short_answers_the_frames_it_has_and_one_error_for_the_rest(clips):
+    frames = sampled(clips["cut"], sample_fps=1)  # its index still says 5.005 s: 0 … 5 s sampled
+    *good, rest = frames
+    assert 1 <= len(good) < 5 and all(f.error is None for f in good)
+    assert rest.rest_of_clip and rest.error.status_code == 400
+    assert f"no decodable frame from {len(good)}.000 s on" in rest.error.message
+    assert "cut short" in rest.error.message and "lasts 5.005 s" in rest.error.message
+
+
+def test_timestamps_past_where_a_clip_is_cut_short_are_each_an_error_in_place(clips):
+    frames = sampled(clips["cut"], timestamps=(0.0, 4.0, 4.5))
+    assert frames[0].error is None
+    assert [f.time for f in frames[1:]] == [4.0, 4.5] and not any(f.rest_of_clip for f in frames)
+    assert all(f.error.status_code == 400 and "no decodable frame at" in f.error.message for f in frames[1:])
 
 
 def test_a_clip_whose_index_is_damaged_answers_what_it_decodes_and_a_400_for_the_rest(tmp_path):
