@@ -8,7 +8,6 @@ from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 from request_handling.bodies import split_s3_uri
-from request_handling.media import is_clip_name
 
 JOINED_ANSWER = "SageMakerOutput"  # where Batch Transform's JoinSource=Input puts the answer beside the request line
 
@@ -21,6 +20,8 @@ class Clip(NamedTuple):
 
 def list_clips(s3, uri: str) -> Iterator[Clip]:
     """Every clip under s3://bucket/prefix (by its suffix: every container the handler reads), in key order."""
+    from request_handling.media import is_clip_name  # media imports torch: every other deploy command starts without it
+
     bucket, prefix = split_s3_uri(uri)
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
