@@ -183,6 +183,10 @@ class Video:
         self._check_size(first.frame.width, first.frame.height)
         turns = ROTATIONS.get(round(first.frame.rotation), 0)
         width, height = (first.frame.height, first.frame.width) if turns % 2 else (first.frame.width, first.frame.height)
+        # whether the container gives the video stream's own duration (MP4/MOV, MXF, AVI, MPEG-TS/PS): frames that stop
+        # decoding before it are a clip cut short; where it gives only its whole duration (Matroska/WebM), which an
+        # audio track may outlast the video by, the last frame that decodes ends the clip
+        self._video_duration_known = bool(stream.duration)
         if stream.duration:
             duration = float(stream.duration * self.time_base)
         else:
@@ -381,24 +385,38 @@ class Video:
                     f"{self.source} has no frame at {t:.3f} s (the clip ends at {times[-1] + self._interval:.3f} s)"))
                 continue
             if shown is None or shown.index != position:
-                shown = self._intra_frame(position, times[position])
+                frame = self._intra_frame(position, times[position])
+                if frame is None and sampling.timestamps is None:  # the file ends before it: one error for the rest
+                    raise self._cut_short(t)
+                if frame is None:
+                    yield SampledFrame(position, t, error=self._cut_short(t, at_time=True))
+                    continue
+                shown = frame
             yield shown
 
-    def _intra_frame(self, position: int, time: float) -> SampledFrame:
-        """One frame of an all-intra clip: a seek to it, its packet read and decoded."""
+    def _intra_frame(self, position: int, time: float) -> SampledFrame | None:
+        """One frame of an all-intra clip: a seek to it, its packet read and decoded; None when the file ends
+        before its packet (a clip cut short: the later frames' packets are missing too)."""
         self._seek(self._keyframes.decode_times[position])
         try:
             for packet in self.container.demux(self.stream):
                 for frame in packet.decode():
                     return SampledFrame(position, time, self._rgb(DecodedFrame(position, time, frame)))
                 if not packet.size:
-                    break
+                    return None
         except RequestError:
             raise
         except unreadable():
             pass
         return SampledFrame(position, time, error=bad_request(
             f"{self.source}: frame {position} could not be decoded (the clip is cut short or damaged)"))
+
+    def _cut_short(self, wanted: float, at_time: bool = False) -> RequestError:
+        """The 400 of a sampled time past the last frame that decodes: for that time alone (a timestamp asked for),
+        or from it on (one error for the rest of a sampling)."""
+        when = f"at {wanted:.3f} s" if at_time else f"from {wanted:.3f} s on"
+        return bad_request(f"{self.source} has no decodable frame {when} (the clip ends or is cut short before it; "
+                           f"its container says it lasts {self.info.duration:.3f} s)")
 
     def _in_order(self, sampling: Sampling) -> Iterator[SampledFrame]:
         """Frames 0, n, 2n … of the clip (counted from its first frame), or its keyframes, from start to end, at
@@ -448,16 +466,14 @@ class Video:
             elif previous is not None and (following is not None or
                                            wanted < previous.time + self._last_interval - TIME_TOLERANCE):
                 candidate = previous  # the last frame stays on screen to the end of the clip
-            elif sampling.timestamps is None and wanted >= self.info.duration - TIME_TOLERANCE:
+            elif sampling.timestamps is None and (wanted >= self.info.duration - TIME_TOLERANCE or
+                                                  not self._video_duration_known):
                 return  # every time the clip lasts is sampled
             elif sampling.timestamps is None:  # nothing decodes past here (a clip cut short): one error for the rest
-                raise bad_request(
-                    f"{self.source} has no decodable frame from {wanted:.3f} s on (the clip ends or is cut short "
-                    f"before it; its container says it lasts {self.info.duration:.3f} s)")
+                raise self._cut_short(wanted)
             else:
                 index = previous.index + 1 if previous is not None else 0
-                yield SampledFrame(index, wanted, error=bad_request(
-                    f"{self.source} has no decodable frame at {wanted:.3f} s (the clip ends or is cut short before it)"))
+                yield SampledFrame(index, wanted, error=self._cut_short(wanted, at_time=True))
                 count += 1
                 continue
             if shown is None or shown.index != candidate.index:

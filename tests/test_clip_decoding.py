@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 from helpers import USER_BUCKET
-from helpers.clips import encode, frame_times, keyframe_indices, require_ffmpeg, sampled, shown_at
+from helpers.clips import cut_short, encode, frame_times, keyframe_indices, require_ffmpeg, sampled, shown_at
 from helpers.toolkit import Toolkit
 
 from request_handling.media import RANGED_READ_AHEAD, fetch_media, video_container
@@ -121,6 +121,14 @@ def test_an_all_intra_clip_decodes_one_frame_a_sample(made, monkeypatch):
     monkeypatch.setattr(Video, "_rgb", lambda self, frame: decoded.append(frame.index) or real_rgb(self, frame))
     frames = sampled(made["ProRes 422 HQ in MOV"], timestamps=[0.5, 1.5, 2.5])
     assert [f.index for f in frames] == decoded == [12, 37, 62]
+
+
+def test_an_all_intra_master_cut_short_answers_the_frames_it_has_and_one_error_for_the_rest(made, tmp_path):
+    """Half a master's bytes: its index, at the front, still lists every frame; the later frames' data is missing."""
+    *good, rest = sampled(cut_short(made["ProRes 422 HQ in MOV"], tmp_path / "cut.mov"), sample_fps=1)
+    assert 1 <= len(good) < 5 and all(f.error is None for f in good)
+    assert rest.rest_of_clip and rest.error.status_code == 400
+    assert f"no decodable frame from {len(good)}.000 s on" in rest.error.message and "cut short" in rest.error.message
 
 
 def test_keyframes_sampling_answers_the_keyframes_ffprobe_lists(made):

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 from helpers import USER_BUCKET
-from helpers.clips import cut_short, encode, frame_times, require_ffmpeg, rotated, sampled, shown_at
+from helpers.clips import cut_short, encode, frame_times, require_ffmpeg, rotated, sampled, shown_at, with_sound
 from helpers.images import encode as encode_image
 from helpers.images import gradient
 from helpers.matching import unmatched
@@ -107,6 +107,15 @@ def test_a_clip_cut_short_answers_the_frames_it_has_and_one_error_for_the_rest(c
     assert rest.rest_of_clip and rest.error.status_code == 400
     assert f"no decodable frame from {len(good)}.000 s on" in rest.error.message
     assert "cut short" in rest.error.message and "lasts 5.005 s" in rest.error.message
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv", ".ts"])
+def test_a_clip_whose_sound_outlasts_its_frames_ends_with_its_last_frame(clips, tmp_path, suffix):
+    """Matroska gives only the longest track's duration, here the sound's 6.5 s: 6.0 s is past the frames, not a
+    frame missing."""
+    clip = with_sound(clips["h264"], tmp_path / f"with-sound{suffix}", seconds=6.5)  # its frames: 5.005 s
+    frames = sampled(clip, sample_fps=1)
+    assert len(frames) == 6 and all(f.error is None for f in frames)  # 0 … 5 s, the last frame on screen at 5 s
 
 
 def test_timestamps_past_where_a_clip_is_cut_short_are_each_an_error_in_place(clips):

@@ -48,6 +48,14 @@ def rotated(source: Path, out: Path) -> Path:
     return out
 
 
+def with_sound(source: Path, out: Path, seconds: float) -> Path:
+    """The clip's frames (copied) with a sound track of `seconds` (a tone, AAC) beside them, as footage carries it."""
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(source), "-f", "lavfi", "-i",
+                    f"sine=duration={seconds}", "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", str(out)],
+                   check=True, timeout=120)
+    return out
+
+
 def cut_short(source: Path, out: Path, keep: float = 0.5) -> Path:
     """The first `keep` of the file's bytes: the index (at the front) still lists every frame."""
     data = source.read_bytes()
