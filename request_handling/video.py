@@ -39,6 +39,9 @@ ROTATIONS = {90: 1, -270: 1, 180: 2, -180: 2, 270: 3, -90: 3}  # display matrix 
 # Frames more than this many frame intervals before the next sampled time cannot be the one shown then, unless the
 # clip holds a frame longer (checked for: see Video._at_times); the decoder skips those that are non-reference.
 SKIP_MARGIN_FRAMES = 2
+# Frames that stop decoding this many frame intervals or less before the video's duration end the clip; further
+# before it, the clip is cut short. The slack: an AVI's index may list a frame more than it holds (its sound's delay).
+END_SLACK_FRAMES = 2
 
 
 @dataclass(frozen=True)
@@ -184,8 +187,8 @@ class Video:
         turns = ROTATIONS.get(round(first.frame.rotation), 0)
         width, height = (first.frame.height, first.frame.width) if turns % 2 else (first.frame.width, first.frame.height)
         # whether the container gives the video stream's own duration (MP4/MOV, MXF, AVI, MPEG-TS/PS): frames that stop
-        # decoding before it are a clip cut short; where it gives only its whole duration (Matroska/WebM), which an
-        # audio track may outlast the video by, the last frame that decodes ends the clip
+        # decoding well before it are a clip cut short; where it gives only its whole duration (Matroska/WebM), which a
+        # sound track may outlast the picture by, the last frame that decodes ends the clip
         self._video_duration_known = bool(stream.duration)
         if stream.duration:
             duration = float(stream.duration * self.time_base)
@@ -411,6 +414,11 @@ class Video:
         return SampledFrame(position, time, error=bad_request(
             f"{self.source}: frame {position} could not be decoded (the clip is cut short or damaged)"))
 
+    def _cut_short_at(self, end: float) -> bool:
+        """Whether frames that stop decoding at `end` (s) are a clip cut short: the video's own duration is known
+        and runs on past it by more than END_SLACK_FRAMES."""
+        return self._video_duration_known and end < self.info.duration - END_SLACK_FRAMES * self._interval
+
     def _cut_short(self, wanted: float, at_time: bool = False) -> RequestError:
         """The 400 of a sampled time past the last frame that decodes: for that time alone (a timestamp asked for),
         or from it on (one error for the rest of a sampling)."""
@@ -466,11 +474,11 @@ class Video:
             elif previous is not None and (following is not None or
                                            wanted < previous.time + self._last_interval - TIME_TOLERANCE):
                 candidate = previous  # the last frame stays on screen to the end of the clip
-            elif sampling.timestamps is None and (wanted >= self.info.duration - TIME_TOLERANCE or
-                                                  not self._video_duration_known):
+            elif sampling.timestamps is None:  # nothing decodes past here: the clip's end, or one error for the rest
+                if wanted < self.info.duration - TIME_TOLERANCE and self._cut_short_at(
+                        previous.time + self._last_interval if previous is not None else 0.0):
+                    raise self._cut_short(wanted)
                 return  # every time the clip lasts is sampled
-            elif sampling.timestamps is None:  # nothing decodes past here (a clip cut short): one error for the rest
-                raise self._cut_short(wanted)
             else:
                 index = previous.index + 1 if previous is not None else 0
                 yield SampledFrame(index, wanted, error=self._cut_short(wanted, at_time=True))
