@@ -116,8 +116,10 @@ def test_a_clip_whose_sound_outlasts_its_frames_ends_with_its_last_frame(clips, 
     missing."""
     codec = "mpeg4" if suffix == ".avi" else "libx264"
     frames_only = encode(tmp_path / f"frames{suffix}", codec=codec, rate="25", seconds=5, options=("-bf", "2"))
-    frames = sampled(with_sound(frames_only, tmp_path / f"with-sound{suffix}", seconds=6.5), sample_fps=1)
+    clip = with_sound(frames_only, tmp_path / f"with-sound{suffix}", seconds=6.5)
+    frames = sampled(clip, sample_fps=1)
     assert len(frames) == 5 and all(f.error is None for f in frames)  # 0 … 4 s: the last frame leaves at 5.0 s
+    assert [f.index for f in frames] == [shown_at(frame_times(clip), t) for t in range(5)]
 
 
 def test_timestamps_past_where_a_clip_is_cut_short_are_each_an_error_in_place(clips):
