@@ -167,7 +167,15 @@ class Video:
                                     f"server's FFmpeg ({pyav().ffmpeg_version_info})")
         self._check_size(stream.codec_context.width, stream.codec_context.height)  # as the container says
         self.time_base = stream.time_base
-        fps = float(stream.average_rate or stream.guessed_rate or 0)
+        # AVI times its chunks in decode order: a codec whose frames FFmpeg cannot reorder for it (H.264 with
+        # B-frames) comes out shown in order but stamped out of it; such frames are counted instead, AVI's frames
+        # being evenly spaced, at FFmpeg's guessed rate (an AVI that ffmpeg copies H.264 into from MP4 is timed in
+        # half frames: its average rate is twice the frames')
+        self._counted = self.container.format.name == "avi" and codec_name(stream) == "h264" and \
+            bool(stream.codec_context.has_b_frames)
+        rate = (stream.guessed_rate or stream.average_rate) if self._counted else \
+            (stream.average_rate or stream.guessed_rate)
+        fps = float(rate or 0)
         self._interval = 1 / fps if fps > 0 else 0.5
         self._last_interval = self._interval
         self._keyframes = self._indexed_keyframes()
@@ -215,7 +223,7 @@ class Video:
     def _restart(self, anchor: int | None) -> None:
         """Decode from here: `anchor` frames precede, in presentation order, the first packet read next (None: as
         many as precede it in the index, found from its decode time)."""
-        self._anchor, self._seen, self._read, self._output, self._timed = anchor, [], 0, 0, True
+        self._anchor, self._seen, self._read, self._output, self._timed = anchor, [], 0, 0, not self._counted
         self._decoder = self._decoded()
         self._peeked: DecodedFrame | None = None
         self._ended = False
@@ -243,7 +251,7 @@ class Video:
 
     def _decoded_frame(self, frame: av.VideoFrame) -> DecodedFrame:
         """The frame with its index and time; the next to be taken (`_output` frames were taken before it)."""
-        pts = frame.pts if frame.pts is not None else frame.dts
+        pts = None if self._counted else (frame.pts if frame.pts is not None else frame.dts)
         if self._origin is None:
             self._origin = pts or 0
         if pts is None:  # no time at all: one interval after the frame before

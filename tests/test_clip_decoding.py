@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ CLIPS = {
     "H.264 in MPEG-TS": ("h264.ts", "libx264", "yuv420p", ("-bf", "2")),
     "MPEG-2 in MPEG-PS": ("mpeg2.mpg", "mpeg2video", "yuv420p", ("-bf", "2")),
     "MPEG-4 in AVI": ("mpeg4.avi", "mpeg4", "yuv420p", ("-bf", "2")),
+    "H.264 with B-frames in AVI": ("h264.avi", "libx264", "yuv420p", ("-bf", "2")),  # stamped in decode order
     "HEVC 10-bit in MP4": ("hevc10.mp4", "libx265", "yuv420p10le",
                            ("-tag:v", "hvc1", "-x265-params", "log-level=error:keyint=12")),
     "AV1 in WebM": ("av1.webm", "libaom-av1", "yuv420p", ("-cpu-used", "8", "-g", "12")),
@@ -129,6 +131,17 @@ def test_an_all_intra_master_cut_short_answers_the_frames_it_has_and_one_error_f
     assert 1 <= len(good) < 5 and all(f.error is None for f in good)
     assert rest.rest_of_clip and rest.error.status_code == 400
     assert f"no decodable frame from {len(good)}.000 s on" in rest.error.message and "cut short" in rest.error.message
+
+
+def test_h264_copied_from_mp4_into_avi_answers_the_frames_of_the_mp4(tmp_path):
+    """AVI has no presentation times: ffmpeg stamps the copied frames in decode order, and in half frames."""
+    mp4 = encode(tmp_path / "b-frames.mp4", rate="10", seconds=4, options=("-bf", "2"))
+    avi = tmp_path / "copied.avi"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(mp4), "-c", "copy", str(avi)], check=True,
+                   timeout=120)
+    ours, theirs = sampled(avi, sample_fps=3), sampled(mp4, sample_fps=3)
+    assert len(ours) == 12 and [(f.index, f.time) for f in ours] == [(f.index, f.time) for f in theirs]
+    assert all(np.array_equal(a.pixels, b.pixels) for a, b in zip(ours, theirs))
 
 
 def test_keyframes_sampling_answers_the_keyframes_ffprobe_lists(made):
