@@ -43,7 +43,7 @@ def test_turning_results_into_a_body_needs_neither_torch_nor_the_service(module)
 
 
 def test_the_deploy_command_line_starts_without_torch():
-    """`python -m deploy … --help` and the AWS calls answer in a second, not after torch's seconds of imports."""
+    """`python -m deploy … --help` answers at once, not after the seconds torch takes to import."""
     code = "import sys, deploy.__main__; print('torch' in sys.modules)"
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stdout.strip() == "False", run.stderr[-500:] or run.stdout
