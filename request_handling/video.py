@@ -167,11 +167,10 @@ class Video:
                                     f"server's FFmpeg ({pyav().ffmpeg_version_info})")
         self._check_size(stream.codec_context.width, stream.codec_context.height)  # as the container says
         self.time_base = stream.time_base
-        # AVI times its chunks in decode order: a codec whose frames FFmpeg cannot reorder for it (H.264 with
-        # B-frames) comes out shown in order but stamped out of it; such frames are counted instead, AVI's frames
-        # being evenly spaced, at FFmpeg's guessed rate (an AVI that ffmpeg copies H.264 into from MP4 is timed in
-        # half frames: its average rate is twice the frames')
-        self._counted = self.container.format.name == "avi" and codec_name(stream) == "h264" and \
+        # AVI and ASF stamp H.264 in decode order: with B-frames, its frames come out shown in order but stamped out
+        # of it; such frames are counted instead, evenly spaced at FFmpeg's guessed rate (an AVI that ffmpeg copies
+        # H.264 into from MP4 is timed in half frames: its average rate is twice the frames')
+        self._counted = self.container.format.name in ("avi", "asf") and codec_name(stream) == "h264" and \
             bool(stream.codec_context.has_b_frames)
         rate = (stream.guessed_rate or stream.average_rate) if self._counted else \
             (stream.average_rate or stream.guessed_rate)

@@ -27,6 +27,7 @@ CLIPS = {
     "MPEG-2 in MPEG-PS": ("mpeg2.mpg", "mpeg2video", "yuv420p", ("-bf", "2")),
     "MPEG-4 in AVI": ("mpeg4.avi", "mpeg4", "yuv420p", ("-bf", "2")),
     "H.264 with B-frames in AVI": ("h264.avi", "libx264", "yuv420p", ("-bf", "2")),  # stamped in decode order
+    "H.264 with B-frames in ASF": ("h264.asf", "libx264", "yuv420p", ("-bf", "2")),  # so is this
     "HEVC 10-bit in MP4": ("hevc10.mp4", "libx265", "yuv420p10le",
                            ("-tag:v", "hvc1", "-x265-params", "log-level=error:keyint=12")),
     "AV1 in WebM": ("av1.webm", "libaom-av1", "yuv420p", ("-cpu-used", "8", "-g", "12")),
