@@ -193,10 +193,6 @@ class Video:
         self._check_size(first.frame.width, first.frame.height)
         turns = ROTATIONS.get(round(first.frame.rotation), 0)
         width, height = (first.frame.height, first.frame.width) if turns % 2 else (first.frame.width, first.frame.height)
-        # whether the container gives the video stream's own duration (MP4/MOV, MXF, AVI, MPEG-TS/PS): frames that stop
-        # decoding well before it are a clip cut short; where it gives only its whole duration (Matroska/WebM), which a
-        # sound track may outlast the picture by, the last frame that decodes ends the clip
-        self._video_duration_known = bool(stream.duration)
         if stream.duration:
             duration = float(stream.duration * self.time_base)
         else:
@@ -422,9 +418,11 @@ class Video:
             f"{self.source}: frame {position} could not be decoded (the clip is cut short or damaged)"))
 
     def _cut_short_at(self, end: float) -> bool:
-        """Whether frames that stop decoding at `end` (s) are a clip cut short: the video's own duration is known
-        and runs on past it by more than END_SLACK_FRAMES."""
-        return self._video_duration_known and end < self.info.duration - END_SLACK_FRAMES * self._interval
+        """Whether frames that stop decoding at `end` (s) are a clip cut short: the container gives the video
+        stream's own duration (MP4/MOV, MXF, AVI, MPEG-TS/PS) and it runs on past `end` by more than END_SLACK_FRAMES.
+        Where it gives only its whole duration (Matroska/WebM), which a sound track may outlast the picture by, the
+        last frame that decodes ends the clip."""
+        return bool(self.stream.duration) and end < self.info.duration - END_SLACK_FRAMES * self._interval
 
     def _cut_short(self, wanted: float, at_time: bool = False) -> RequestError:
         """The 400 of a sampled time past the last frame that decodes: for that time alone (a timestamp asked for),
