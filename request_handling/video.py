@@ -42,6 +42,7 @@ SKIP_MARGIN_FRAMES = 2
 # Frames that stop decoding this many frame intervals or less before the video's duration end the clip; further
 # before it, the clip is cut short. The slack: an AVI's index may list a frame more than it holds (its sound's delay).
 END_SLACK_FRAMES = 2
+WHOLE_FILE_DURATION_FORMATS = {"asf"}  # FFmpeg gives each stream of these the file's duration, not its own
 
 
 @dataclass(frozen=True)
@@ -419,10 +420,11 @@ class Video:
 
     def _cut_short_at(self, end: float) -> bool:
         """Whether frames that stop decoding at `end` (s) are a clip cut short: the container gives the video
-        stream's own duration (MP4/MOV, MXF, AVI, MPEG-TS/PS) and it runs on past `end` by more than END_SLACK_FRAMES.
-        Where it gives only its whole duration (Matroska/WebM), which a sound track may outlast the picture by, the
-        last frame that decodes ends the clip."""
-        return bool(self.stream.duration) and end < self.info.duration - END_SLACK_FRAMES * self._interval
+        stream's own duration (MP4/MOV, MXF, AVI, MPEG-TS/PS, Ogg) and it runs on past `end` by more than
+        END_SLACK_FRAMES. Where it gives only the file's (Matroska/WebM, FLV, ASF), which a sound track may outlast
+        the picture by, the last frame that decodes ends the clip."""
+        own_duration = bool(self.stream.duration) and self.container.format.name not in WHOLE_FILE_DURATION_FORMATS
+        return own_duration and end < self.info.duration - END_SLACK_FRAMES * self._interval
 
     def _cut_short(self, wanted: float, at_time: bool = False) -> RequestError:
         """The 400 of a sampled time past the last frame that decodes: for that time alone (a timestamp asked for),

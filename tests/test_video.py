@@ -109,9 +109,9 @@ def test_a_clip_cut_short_answers_the_frames_it_has_and_one_error_for_the_rest(c
     assert "cut short" in rest.error.message and "lasts 5.005 s" in rest.error.message
 
 
-@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv", ".ts", ".avi"])
+@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv", ".ts", ".avi", ".wmv"])
 def test_a_clip_whose_sound_outlasts_its_frames_ends_with_its_last_frame(clips, tmp_path, suffix):
-    """Matroska gives only the longest track's duration, here the sound's 6.5 s; an AVI of MPEG-4 with B-frames
+    """Matroska and ASF give only the file's duration, here the sound's 6.5 s; an AVI of MPEG-4 with B-frames
     lists a frame more than it holds once sound delays it: past the last frame is the clip's end, not a frame
     missing."""
     codec = "mpeg4" if suffix == ".avi" else "libx264"
