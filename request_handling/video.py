@@ -3,8 +3,9 @@
 A sampled frame is the one a player shows at the sampled time: the last frame whose presentation time is at or
 before it (the first frame before the first timestamp). Times are counted from the clip's first frame, whatever
 the container's start offset (an MPEG transport stream's is often 1.4 s); a frame's index is its place in
-presentation order, counted from the packets' timestamps whatever the decode order. Rotation metadata is applied,
-so width and height are the displayed ones.
+presentation order, counted from the packets' timestamps whatever the decode order. Frames are shown as a player
+shows them: non-square pixels (anamorphic HDV, DVCPRO HD, DV) stretched to the picture's shape and rotation metadata
+applied, so width and height are the displayed ones.
 
 Only what the sampling needs is read and decoded:
 - where the container indexes every frame (MP4/MOV, MXF, AVI), a sampled time whose keyframe lies ahead of the
@@ -23,6 +24,7 @@ import bisect
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -166,7 +168,9 @@ class Video:
         if stream.codec_context is None:
             raise RequestError(415, f"{self.source}: its video codec ({codec_name(stream)}) has no decoder in this "
                                     f"server's FFmpeg ({pyav().ffmpeg_version_info})")
-        self._check_size(stream.codec_context.width, stream.codec_context.height)  # as the container says
+        # the container's sample aspect ratio first, then the codec's, as FFmpeg's players take it
+        self._pixel_aspect = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio or Fraction(1)
+        self._check_size(self._shown_width(stream.codec_context.width), stream.codec_context.height)  # as it says
         self.time_base = stream.time_base
         # AVI and ASF stamp H.264 in decode order: with B-frames, its frames come out shown in order but stamped out
         # of it; such frames are counted instead, evenly spaced at FFmpeg's guessed rate (an AVI that ffmpeg copies
@@ -191,9 +195,10 @@ class Video:
         first = self._peek()
         if first is None:
             raise bad_request(f"{self.source} is not a video this server can open (no decodable frame)")
-        self._check_size(first.frame.width, first.frame.height)
-        turns = ROTATIONS.get(round(first.frame.rotation), 0)
-        width, height = (first.frame.height, first.frame.width) if turns % 2 else (first.frame.width, first.frame.height)
+        width, height = self._shown_width(first.frame.width), first.frame.height
+        self._check_size(width, height)
+        if ROTATIONS.get(round(first.frame.rotation), 0) % 2:
+            width, height = height, width
         if stream.duration:
             duration = float(stream.duration * self.time_base)
         else:
@@ -337,11 +342,21 @@ class Video:
             raise too_large(f"{self.source}: its frames are {width}x{height} = {width * height} pixels; the limit is "
                             f"MAX_IMAGE_PIXELS={self.max_pixels}")
 
+    def _shown_width(self, width: int) -> int:
+        """A stored frame's width as shown: stretched by the clip's sample aspect ratio (1440 → 1920 for HDV)."""
+        return width if self._pixel_aspect == 1 else max(1, round(width * self._pixel_aspect))
+
     def _rgb(self, decoded: DecodedFrame) -> np.ndarray:
-        """The frame's pixels, upright; 413 for a frame over the limit (a clip may change its size mid-stream)."""
-        self._check_size(decoded.frame.width, decoded.frame.height)
-        pixels = decoded.frame.to_ndarray(format="rgb24")
-        turns = ROTATIONS.get(round(decoded.frame.rotation), 0)
+        """The frame's pixels as shown, upright; 413 for a frame over the limit (a clip may change its size
+        mid-stream)."""
+        frame = decoded.frame
+        width = self._shown_width(frame.width)
+        self._check_size(width, frame.height)
+        if width == frame.width:
+            pixels = frame.to_ndarray(format="rgb24")
+        else:  # as `ffmpeg -vf format=rgb24,scale=W:H:flags=bicubic`: converted exactly, then stretched
+            pixels = frame.reformat(format="rgb24").reformat(width=width, interpolation="BICUBIC").to_ndarray()
+        turns = ROTATIONS.get(round(frame.rotation), 0)
         return np.ascontiguousarray(np.rot90(pixels, turns) if turns else pixels)
 
     # -- sampling --

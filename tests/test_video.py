@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 
 import cv2
 import numpy as np
@@ -98,6 +99,46 @@ def test_a_rotated_phone_clip_is_detected_upright(clips):
     assert frames[0].pixels.shape == (640, 360, 3)
     upright = sampled(clips["h264"], timestamps=(1.0,))[0].pixels
     assert np.array_equal(frames[0].pixels, np.rot90(upright, k=-1))
+
+
+# name: (file, stored width × height, sample aspect ratio, codec, extra options) → the width a player shows
+ANAMORPHIC = {
+    "HDV: MPEG-2 in MPEG-TS, 4:3 pixels": ("hdv.m2t", (480, 360), "4/3", "mpeg2video", ("-f", "mpegts")),
+    "XDCAM: MPEG-2 in MXF, 4:3 pixels": ("xdcam.mxf", (480, 360), "4/3", "mpeg2video", ()),
+    "PAL DV widescreen in MOV, 64:45 pixels": ("dv.mov", (720, 576), "64/45", "dvvideo", ()),
+}
+
+
+@pytest.mark.parametrize("name, shown_width", [(name, width) for name, width in zip(ANAMORPHIC, (640, 640, 1024))])
+def test_an_anamorphic_clip_is_detected_as_a_player_shows_it(tmp_path, name, shown_width):
+    """Non-square pixels stretched to the picture's shape: width and height are the shown ones, and the pixels are
+    `ffmpeg -vf format=rgb24,scale=W:H:flags=bicubic`'s, an interlaced frame (DV's) converted to RGB field by field
+    (to 1 level: FFmpeg's scaler rounds by its SIMD code, which differs by CPU and FFmpeg version; this test's ffmpeg
+    is Debian's, the server's is PyAV's own)."""
+    require_ffmpeg()
+    file, (width, height), aspect, codec, options = ANAMORPHIC[name]
+    clip = encode(tmp_path / file, codec=codec, width=width, height=height, rate="25", seconds=1,
+                  filters=f"setsar={aspect}", options=options)
+    video = Video(clip, file, Settings().max_image_pixels)
+    assert (video.info.width, video.info.height) == (shown_width, height)
+    frame = list(video.frames(Sampling.of(None, None, (0.5,), None, None, None, 1000)))[0]
+    shown = subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(clip), "-vf",
+                            f"select=eq(n\\,{frame.index}),scale=interl=-1,format=rgb24,"
+                            f"scale={shown_width}:{height}:flags=bicubic",
+                            "-frames:v", "1", "-f", "rawvideo", "-"], check=True, capture_output=True, timeout=120)
+    theirs = np.frombuffer(shown.stdout, np.uint8).reshape(height, shown_width, 3)
+    assert frame.pixels.shape == theirs.shape
+    assert np.abs(frame.pixels.astype(int) - theirs).max() <= 1
+
+
+def test_a_containers_aspect_ratio_comes_before_the_codecs(clips, tmp_path):
+    """A MOV whose track says square pixels over a bitstream that says 3:2 is shown square, as ffprobe reads it."""
+    stretched = encode(tmp_path / "stretched.mp4", width=480, height=360, seconds=1, filters="setsar=3/2")
+    square = tmp_path / "square.mov"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(stretched), "-c", "copy", "-aspect", "480:360",
+                    str(square)], check=True, timeout=120)
+    assert Video(stretched, "stretched.mp4", Settings().max_image_pixels).info.width == 720
+    assert Video(square, "square.mov", Settings().max_image_pixels).info.width == 480
 
 
 def test_a_clip_cut_short_answers_the_frames_it_has_and_one_error_for_the_rest(clips):
