@@ -453,7 +453,9 @@ class Video:
         most max_frames."""
         if sampling.start > 0:
             self._seek_ahead(sampling.start)
-        if sampling.keyframes:  # frames already in the decoder's threads still come out: `key_frame` tells them
+        # frames already in the decoder's threads still come out: `key_frame` tells them; a clip whose frames are
+        # counted has every frame decoded, so that each keyframe keeps its place
+        if sampling.keyframes and not self._counted:
             self.stream.codec_context.skip_frame = "NONKEY"
         count = 0
         while count < sampling.max_frames and (frame := self._peek()) is not None:

@@ -152,6 +152,16 @@ def test_keyframes_sampling_answers_the_keyframes_ffprobe_lists(made):
     assert [f.index for f in sampled(clip, keyframes=True, start=1.0)] == [50]
 
 
+@pytest.mark.parametrize("suffix", [".avi", ".asf"])
+def test_keyframes_of_h264_with_b_frames_in_avi_and_asf_are_counted_in_place(tmp_path, suffix):
+    """Such a clip's frames are counted, not timed: each keyframe keeps its place among all the frames."""
+    require_ffmpeg()
+    clip = encode(tmp_path / f"h264{suffix}", rate="25", seconds=3, options=("-bf", "2", "-g", "25"))
+    frames = sampled(clip, keyframes=True)
+    assert [f.index for f in frames] == keyframe_indices(clip) == [0, 25, 50]
+    assert [f.time for f in frames] == pytest.approx([0, 1, 2], abs=1e-3)
+
+
 def test_an_s3_master_is_read_by_ranges_only_where_it_is_sampled(s3_server, tmp_path):
     """An all-intra master from S3 at three timestamps: a seek each, and only the ranges around them fetched."""
     require_ffmpeg()
