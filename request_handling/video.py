@@ -298,7 +298,9 @@ class Video:
             first = self._peek()
             if first is None or first.time <= wanted + TIME_TOLERANCE:
                 break
-            goal = first.frame.pts - 1
+            # the index lists decode times: the keyframe sought to decodes at or before the goal, shown after it
+            keyframe_times = self._keyframes.keyframe_times
+            goal = keyframe_times[max(0, bisect.bisect_right(keyframe_times, goal) - 1)] - 1
 
     def _rewind(self) -> None:
         """Decode from the clip's first frame again (a container without an index of every frame)."""

@@ -162,6 +162,18 @@ def test_keyframes_of_h264_with_b_frames_in_avi_and_asf_are_counted_in_place(tmp
     assert [f.time for f in frames] == pytest.approx([0, 1, 2], abs=1e-3)
 
 
+def test_a_seek_never_answers_a_keyframe_shown_after_the_sampled_time(tmp_path):
+    """AVI indexes decode times: with B-frames a keyframe decodes before the frames shown ahead of it (here the
+    I-frame shown at 1.08 s decodes at 1.0 s), so a seek for 1.0 s lands on it and must go back a keyframe."""
+    require_ffmpeg()
+    clip = encode(tmp_path / "mpeg4.avi", codec="mpeg4", rate="25", seconds=4, options=("-bf", "2", "-g", "25"))
+    times = frame_times(clip)
+    frames = sampled(clip, sample_fps=2)
+    assert [f.index for f in frames] == [shown_at(times, k / 2) for k in range(8)]
+    every = sampled(clip, every_n_frames=1)
+    assert all(np.array_equal(f.pixels, every[f.index].pixels) for f in frames)
+
+
 def test_an_s3_master_is_read_by_ranges_only_where_it_is_sampled(s3_server, tmp_path):
     """An all-intra master from S3 at three timestamps: a seek each, and only the ranges around them fetched."""
     require_ffmpeg()
