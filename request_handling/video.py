@@ -15,7 +15,7 @@ Only what the sampling needs is read and decoded:
   in every container whose packets carry their times;
 - frames are converted to RGB only when shown, and a frame shown at several sampled times (held on screen by a
   variable frame rate) is decoded and converted once;
-- `keyframes` sampling has the decoder skip every frame but the keyframes.
+- `keyframes` sampling gives the decoder the keyframes alone, each decoded on its own.
 """
 
 from __future__ import annotations
@@ -191,6 +191,7 @@ class Video:
         self._origin: int | None = None  # the first frame's presentation time: the clip's time 0
         self._skip_before: int | None = None  # non-reference frames shown before this time (time base) not decoded
         self._discard = "DEFAULT"
+        self._keyframes_alone = False
         self._restart(anchor=0)
         first = self._peek()
         if first is None:
@@ -230,8 +231,10 @@ class Video:
         self._ended = False
 
     def _decoded(self) -> Iterator[av.VideoFrame]:
-        """Every frame the decoder gives from the current position; the end of what decodes ends it (a clip cut
-        short ends there). An S3 failure while reading is raised."""
+        """Every frame the decoder gives from the current position (the keyframes only, each decoded alone, when
+        `_keyframes_alone`); the end of what decodes ends it (a clip cut short ends there). An S3 failure while
+        reading is raised."""
+        held: list[av.VideoFrame] = []  # a keyframe decoded alone, given out once the frames shown before it are read
         try:
             for packet in self.container.demux(self.stream):
                 if packet.size:
@@ -244,11 +247,26 @@ class Video:
                         bisect.insort(self._seen, packet.pts)
                     if self._skip_before is not None:
                         self._discard_if_early(packet.pts)
-                yield from packet.decode()
+                if not self._keyframes_alone:
+                    yield from packet.decode()
+                elif packet.is_keyframe or not packet.size:  # an open GOP's leading frames follow its keyframe
+                    yield from held
+                    held = self._decoded_alone(packet) if packet.size else []
         except RequestError:
             raise
         except unreadable():
-            return
+            pass
+        yield from held
+
+    def _decoded_alone(self, packet: av.Packet) -> list[av.VideoFrame]:
+        """A keyframe's frames, decoded with no frame before or after it: the decoder drained of what it was given
+        before (the frames sent before keyframes were sampled come out), then of the keyframe, and emptied."""
+        context = self.stream.codec_context
+        frames = [*context.decode(None)]
+        context.flush_buffers()
+        frames += [*packet.decode(), *context.decode(None)]
+        context.flush_buffers()
+        return frames
 
     def _decoded_frame(self, frame: av.VideoFrame) -> DecodedFrame:
         """The frame with its index and time; the next to be taken (`_output` frames were taken before it)."""
@@ -453,12 +471,12 @@ class Video:
     def _in_order(self, sampling: Sampling) -> Iterator[SampledFrame]:
         """Frames 0, n, 2n … of the clip (counted from its first frame), or its keyframes, from start to end, at
         most max_frames."""
+        # keyframes are decoded alone: given only keyframes in a row, FFmpeg's H.264 decoder orders an open GOP's
+        # I-frames wrong and loses one. Frames already in the decoder still come out: `key_frame` tells them. A clip
+        # whose frames are counted has every frame decoded, so that each keyframe keeps its place.
+        self._keyframes_alone = sampling.keyframes and not self._counted
         if sampling.start > 0:
             self._seek_ahead(sampling.start)
-        # frames already in the decoder's threads still come out: `key_frame` tells them; a clip whose frames are
-        # counted has every frame decoded, so that each keyframe keeps its place
-        if sampling.keyframes and not self._counted:
-            self.stream.codec_context.skip_frame = "NONKEY"
         count = 0
         while count < sampling.max_frames and (frame := self._peek()) is not None:
             self._take()

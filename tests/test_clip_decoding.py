@@ -152,6 +152,21 @@ def test_keyframes_sampling_answers_the_keyframes_ffprobe_lists(made):
     assert [f.index for f in sampled(clip, keyframes=True, start=1.0)] == [50]
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".ts"])
+def test_keyframes_of_open_gops_are_each_answered_with_their_pixels(tmp_path, suffix):
+    """H.264 with open GOPs (as broadcast encoders and x264's `open-gop` write it): its I-frames after the first are
+    not IDR frames, so each is decoded alone; every keyframe ffprobe lists, from any start, with the pixels of
+    decoding every frame."""
+    require_ffmpeg()
+    clip = encode(tmp_path / f"open-gop{suffix}", rate="25", seconds=4,
+                  options=("-g", "25", "-bf", "3", "-x264-params", "open-gop=1"))
+    frames = sampled(clip, keyframes=True)
+    assert [f.index for f in frames] == keyframe_indices(clip) == [0, 25, 50, 75]
+    assert [f.index for f in sampled(clip, keyframes=True, start=1.5)] == [50, 75]
+    every = sampled(clip, every_n_frames=1)
+    assert all(np.array_equal(f.pixels, every[f.index].pixels) for f in frames)
+
+
 @pytest.mark.parametrize("suffix", [".avi", ".asf"])
 def test_keyframes_of_h264_with_b_frames_in_avi_and_asf_are_counted_in_place(tmp_path, suffix):
     """Such a clip's frames are counted, not timed: each keyframe keeps its place among all the frames."""
