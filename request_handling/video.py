@@ -420,11 +420,11 @@ class Video:
             if count >= sampling.max_frames:
                 return
             position = max(0, bisect.bisect_right(times, t + TIME_TOLERANCE) - 1)
-            if position == len(times) - 1 and t >= times[-1] + self._interval - TIME_TOLERANCE:
+            if position == len(times) - 1 and t >= (end := self._shown_until(position, times[-1])) - TIME_TOLERANCE:
                 if sampling.timestamps is None:
                     return  # every time the clip lasts is sampled
                 yield SampledFrame(position + 1, t, error=bad_request(
-                    f"{self.source} has no frame at {t:.3f} s (the clip ends at {times[-1] + self._interval:.3f} s)"))
+                    f"{self.source} has no frame at {t:.3f} s (the clip ends at {end:.3f} s)"))
                 continue
             if shown is None or shown.index != position:
                 frame = self._intra_frame(position, times[position])
@@ -453,13 +453,24 @@ class Video:
         return SampledFrame(position, time, error=bad_request(
             f"{self.source}: frame {position} could not be decoded (the clip is cut short or damaged)"))
 
+    def _own_duration(self) -> bool:
+        """Whether the container gives the video stream's own duration (MP4/MOV, MXF, AVI, MPEG-TS/PS, Ogg), not only
+        the file's (Matroska/WebM, FLV, ASF), which a sound track may outlast the picture by."""
+        return bool(self.stream.duration) and self.container.format.name not in WHOLE_FILE_DURATION_FORMATS
+
+    def _shown_until(self, index: int, time: float) -> float:
+        """When a frame that no decoded frame follows leaves the screen (s): one frame interval after it, or at the
+        video's own duration where it is the last frame the container lists (a last frame held on screen)."""
+        end = time + self._last_interval
+        if self.stream.frames == index + 1 and self._own_duration():
+            return max(end, self.info.duration)
+        return end
+
     def _cut_short_at(self, end: float) -> bool:
-        """Whether frames that stop decoding at `end` (s) are a clip cut short: the container gives the video
-        stream's own duration (MP4/MOV, MXF, AVI, MPEG-TS/PS, Ogg) and it runs on past `end` by more than
-        END_SLACK_FRAMES. Where it gives only the file's (Matroska/WebM, FLV, ASF), which a sound track may outlast
-        the picture by, the last frame that decodes ends the clip."""
-        own_duration = bool(self.stream.duration) and self.container.format.name not in WHOLE_FILE_DURATION_FORMATS
-        return own_duration and end < self.info.duration - END_SLACK_FRAMES * self._interval
+        """Whether frames that stop decoding at `end` (s) are a clip cut short: the video's own duration runs on
+        past `end` by more than END_SLACK_FRAMES. Where the container gives only the file's, the last frame that
+        decodes ends the clip."""
+        return self._own_duration() and end < self.info.duration - END_SLACK_FRAMES * self._interval
 
     def _cut_short(self, wanted: float, at_time: bool = False) -> RequestError:
         """The 400 of a sampled time past the last frame that decodes: for that time alone (a timestamp asked for),
@@ -516,11 +527,11 @@ class Video:
             if previous is None and following is not None:  # before the first frame: a player shows it from the start
                 candidate = following
             elif previous is not None and (following is not None or
-                                           wanted < previous.time + self._last_interval - TIME_TOLERANCE):
+                                           wanted < self._shown_until(previous.index, previous.time) - TIME_TOLERANCE):
                 candidate = previous  # the last frame stays on screen to the end of the clip
             elif sampling.timestamps is None:  # nothing decodes past here: the clip's end, or one error for the rest
                 if wanted < self.info.duration - TIME_TOLERANCE and self._cut_short_at(
-                        previous.time + self._last_interval if previous is not None else 0.0):
+                        self._shown_until(previous.index, previous.time) if previous is not None else 0.0):
                     raise self._cut_short(wanted)
                 return  # every time the clip lasts is sampled
             else:

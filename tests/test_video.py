@@ -11,7 +11,17 @@ import cv2
 import numpy as np
 import pytest
 from helpers import USER_BUCKET
-from helpers.clips import cut_short, encode, frame_times, require_ffmpeg, rotated, sampled, shown_at, with_sound
+from helpers.clips import (
+    cut_short,
+    encode,
+    frame_times,
+    last_frame_held,
+    require_ffmpeg,
+    rotated,
+    sampled,
+    shown_at,
+    with_sound,
+)
 from helpers.images import encode as encode_image
 from helpers.images import gradient
 from helpers.matching import unmatched
@@ -161,6 +171,15 @@ def test_a_clip_whose_sound_outlasts_its_frames_ends_with_its_last_frame(clips, 
     frames = sampled(clip, sample_fps=1)
     assert len(frames) == 5 and all(f.error is None for f in frames)  # 0 … 4 s: the last frame leaves at 5.0 s
     assert [f.index for f in frames] == [shown_at(frame_times(clip), t) for t in range(5)]
+
+
+def test_a_last_frame_held_on_screen_is_shown_to_the_clips_end(tmp_path):
+    """The index says the last frame (2.0 s) stays 2 s: the clip lasts 4 s, and is not cut short at 2.04 s."""
+    clip = last_frame_held(tmp_path / "held.mp4")
+    frames = sampled(clip, sample_fps=1)
+    assert [(f.index, f.time, f.error) for f in frames] == [(0, 0, None), (25, 1, None), (50, 2, None), (50, 2, None)]
+    inside, past = sampled(clip, timestamps=(3.5, 4.5))
+    assert (inside.index, inside.error) == (50, None) and past.error.status_code == 400
 
 
 def test_timestamps_past_where_a_clip_is_cut_short_are_each_an_error_in_place(clips):

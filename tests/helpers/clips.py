@@ -56,6 +56,31 @@ def with_sound(source: Path, out: Path, seconds: float) -> Path:
     return out
 
 
+def last_frame_held(out: Path, frames: int = 51, rate: int = 25, hold: float = 2.0) -> Path:
+    """An MP4 of `frames` at `rate` whose last stays on screen `hold` s (its sample's duration in the index), as a
+    screen recording or a variable-frame-rate export may end on a still; made with PyAV's x264, since the ffmpeg
+    program gives a last frame one interval."""
+    from fractions import Fraction
+
+    import av
+    import numpy as np
+
+    with av.open(str(out), "w") as container:
+        stream = container.add_stream("libx264", rate=rate, options={"bf": "0"})
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        packets = []
+        for n in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((240, 320, 3), n * 4 % 256, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = n, Fraction(1, rate)
+            packets += stream.encode(frame)
+        packets += stream.encode()
+        for packet in packets:
+            if packet.pts * packet.time_base == Fraction(frames - 1, rate):
+                packet.duration = int(Fraction(hold) / packet.time_base)
+            container.mux(packet)
+    return out
+
+
 def cut_short(source: Path, out: Path, keep: float = 0.5) -> Path:
     """The first `keep` of the file's bytes: the index (at the front) still lists every frame."""
     data = source.read_bytes()
