@@ -497,6 +497,13 @@ class Video:
                                                                   frame.index % sampling.every_n_frames == 0):
                 count += 1
                 yield SampledFrame(frame.index, frame.time, self._rgb(frame))
+        if count < sampling.max_frames and self._timed:  # nothing decodes past here: the clip's end, or cut short
+            reached = sampling.start
+            if self._seen:  # the last packet read, shown or not
+                last = float((self._seen[-1] - self._origin) * self.time_base)
+                reached = self._shown_until(self._anchor + len(self._seen) - 1, last)
+            if self._cut_short_at(reached):
+                raise self._cut_short(reached)
 
     def _at_times(self, sampling: Sampling) -> Iterator[SampledFrame]:
         count = 0

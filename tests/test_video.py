@@ -160,6 +160,15 @@ def test_a_clip_cut_short_answers_the_frames_it_has_and_one_error_for_the_rest(c
     assert "cut short" in rest.error.message and "lasts 5.005 s" in rest.error.message
 
 
+@pytest.mark.parametrize("sampling", [{"every_n_frames": 30}, {"keyframes": True}])
+def test_a_clip_cut_short_sampled_frame_by_frame_ends_with_one_error_for_the_rest(clips, sampling):
+    """Every n-th frame and keyframes read the clip to where it stops decoding: short of its duration, one error."""
+    *good, rest = sampled(clips["cut"], **sampling)
+    assert good and all(f.error is None for f in good)
+    assert rest.rest_of_clip and rest.error.status_code == 400
+    assert "cut short" in rest.error.message and "lasts 5.005 s" in rest.error.message
+
+
 @pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv", ".ts", ".avi", ".wmv"])
 def test_a_clip_whose_sound_outlasts_its_frames_ends_with_its_last_frame(clips, tmp_path, suffix):
     """Matroska and ASF give only the file's duration, here the sound's 6.5 s; an AVI of MPEG-4 with B-frames
