@@ -17,7 +17,8 @@ JSON_LINES = ("application/jsonlines", "application/x-jsonlines", "application/j
 # each format's own type, and SageMaker's built-in algorithms' catch-all; the bytes decide the format either way
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/tiff", "image/bmp", "application/x-image")
 VIDEO_TYPES = ("video/mp4", "video/quicktime", "video/webm", "video/x-matroska", "video/mp2t", "video/mpeg",
-               "video/x-msvideo", "video/avi", "application/mxf")
+               "video/x-msvideo", "video/avi", "application/mxf", "video/x-m4v", "video/3gpp", "video/x-flv",
+               "video/ogg", "video/x-ms-wmv", "video/x-ms-asf", "video/dv")
 
 # per entry, in the body or the Custom-Attributes header; the sampling options apply to videos only
 SAMPLING_FIELDS = ("sample_fps", "every_n_frames", "timestamps", "keyframes", "start", "end", "max_frames")

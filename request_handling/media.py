@@ -29,14 +29,13 @@ IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM
 QUICKTIME_ATOMS = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot")  # MP4 and MOV files start with one
 VIDEO_MAGIC = {b"\x1a\x45\xdf\xa3": "Matroska/WebM", b"\x00\x00\x01\xba": "MPEG program stream",
                b"\x06\x0e\x2b\x34": "MXF", b"FLV\x01": "FLV", b"OggS": "Ogg", b"\x30\x26\xb2\x75": "ASF/WMV"}
-VIDEO_CONTAINERS = "MP4, MOV, Matroska, WebM, MPEG-TS, M2TS, MPEG-PS, AVI, MXF, FLV, Ogg and ASF"
 RANGED_READ_AHEAD = (256 * 1024, 16 * 1024 * 1024)  # bytes: the first range after a seek, the largest
 # The names a listing picks (python -m detect's folders and S3 prefixes, deploy batch --clips); what a picked file
-# is, is still told by its bytes. Clips: MP4/MOV, Matroska/WebM, AVCHD and other MPEG-TS, MPEG-PS, AVI, MXF, FLV,
-# Ogg, ASF.
+# is, is still told by its bytes. Clips: MP4/MOV, Matroska/WebM, AVCHD, HDV and other MPEG-TS, MPEG-PS (DVDs, JVC
+# camcorders' .mod/.tod), AVI, MXF, FLV, Ogg, ASF, a DV camcorder's raw DV.
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".qt", ".3gp", ".webm", ".mkv", ".mts", ".m2ts", ".ts", ".mpg", ".mpeg",
-                  ".vob", ".avi", ".mxf", ".flv", ".ogv", ".wmv", ".asf"}
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".qt", ".3gp", ".webm", ".mkv", ".mts", ".m2ts", ".m2t", ".ts", ".mpg",
+                  ".mpeg", ".vob", ".mod", ".tod", ".avi", ".mxf", ".flv", ".ogv", ".wmv", ".asf", ".dv"}
 
 
 def is_image_name(name: str) -> bool:
@@ -55,7 +54,7 @@ def is_image(head: bytes) -> bool:
 
 def video_container(head: bytes) -> str | None:
     """The container these first bytes open, or None: MP4/MOV (an ISO base media box), Matroska/WebM, MPEG-TS (a
-    sync byte every 188 bytes) or M2TS (every 192), MPEG-PS, AVI, MXF, FLV, Ogg, ASF."""
+    sync byte every 188 bytes) or M2TS (every 192), MPEG-PS, AVI, MXF, FLV, Ogg, ASF, raw DV (a DIF header block)."""
     if is_image(head):
         return None
     if head[4:8] in QUICKTIME_ATOMS:
@@ -66,6 +65,8 @@ def video_container(head: bytes) -> str | None:
         return "M2TS"
     if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
         return "AVI"
+    if head[:3] == b"\x1f\x07\x00" and head[3:4] in (b"\x3f", b"\xbf"):  # 525/60 or 625/50 lines
+        return "DV"
     return next((name for magic, name in VIDEO_MAGIC.items() if head.startswith(magic)), None)
 
 

@@ -45,6 +45,7 @@ SKIP_MARGIN_FRAMES = 2
 # before it, the clip is cut short. The slack: an AVI's index may list a frame more than it holds (its sound's delay).
 END_SLACK_FRAMES = 2
 WHOLE_FILE_DURATION_FORMATS = {"asf"}  # FFmpeg gives each stream of these the file's duration, not its own
+MAX_FRAME_RATE = 1000  # frames/s, a high-speed camera's; above it an average rate is not one (raw DV's is 60 000)
 
 
 @dataclass(frozen=True)
@@ -177,8 +178,8 @@ class Video:
         # H.264 into from MP4 is timed in half frames: its average rate is twice the frames')
         self._counted = self.container.format.name in ("avi", "asf") and codec_name(stream) == "h264" and \
             bool(stream.codec_context.has_b_frames)
-        rate = (stream.guessed_rate or stream.average_rate) if self._counted else \
-            (stream.average_rate or stream.guessed_rate)
+        average = stream.average_rate if stream.average_rate and stream.average_rate <= MAX_FRAME_RATE else None
+        rate = (stream.guessed_rate or average) if self._counted else (average or stream.guessed_rate)
         fps = float(rate or 0)
         self._interval = 1 / fps if fps > 0 else 0.5
         self._last_interval = self._interval

@@ -13,7 +13,8 @@ from helpers import USER_BUCKET
 from helpers.clips import cut_short, encode, frame_times, keyframe_indices, require_ffmpeg, sampled, shown_at
 from helpers.toolkit import Toolkit
 
-from request_handling.media import RANGED_READ_AHEAD, fetch_media, video_container
+from request_handling.media import RANGED_READ_AHEAD, fetch_media, is_clip_name, video_container
+from request_handling.settings import Settings
 from request_handling.video import Sampling, Video
 
 pytestmark = pytest.mark.production
@@ -187,6 +188,23 @@ def test_a_seek_never_answers_a_keyframe_shown_after_the_sampled_time(tmp_path):
     assert [f.index for f in frames] == [shown_at(times, k / 2) for k in range(8)]
     every = sampled(clip, every_n_frames=1)
     assert all(np.array_equal(f.pixels, every[f.index].pixels) for f in frames)
+
+
+def test_camcorder_files_are_clips_by_name_and_raw_dv_by_its_bytes(tmp_path):
+    """HDV's .m2t (MPEG-TS), JVC's .mod/.tod (MPEG-PS/TS) and a DV camcorder's raw .dv are listed as clips; raw DV
+    is told by its bytes and answers its frames as ffprobe lists them, at its frame rate (FFmpeg's average rate for
+    it is its time base's), shown at its 4:3 picture's 768x576."""
+    require_ffmpeg()
+    assert all(is_clip_name(f"tape/clip{suffix}") for suffix in (".m2t", ".MOD", ".tod", ".dv"))
+    clip = encode(tmp_path / "camcorder.dv", codec="dvvideo", width=720, height=576, rate="25", seconds=2,
+                  options=("-f", "dv"))
+    assert video_container(clip.read_bytes()[:200]) == "DV"
+    assert Video(clip, "camcorder.dv", Settings().max_image_pixels).info.fps == 25
+    times = frame_times(clip)
+    at_rate, every_tenth = sampled(clip, sample_fps=2), sampled(clip, every_n_frames=10)
+    assert [f.index for f in at_rate] == [shown_at(times, k / 2) for k in range(4)]
+    assert [f.index for f in every_tenth] == [0, 10, 20, 30, 40]
+    assert all(f.error is None and f.pixels.shape == (576, 768, 3) for f in at_rate + every_tenth)
 
 
 def test_an_s3_master_is_read_by_ranges_only_where_it_is_sampled(s3_server, tmp_path):

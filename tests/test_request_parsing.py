@@ -86,6 +86,16 @@ def test_error_messages_are_bounded():
     assert len(bad_request("x" * 5000).message) == 500
 
 
+@pytest.mark.parametrize("content_type", ["video/mp4", "video/quicktime", "video/x-m4v", "video/3gpp", "video/webm",
+                                          "video/x-matroska", "video/mp2t", "video/mpeg", "video/x-msvideo",
+                                          "application/mxf", "video/x-flv", "video/ogg", "video/x-ms-wmv",
+                                          "video/x-ms-asf", "video/dv"])
+def test_every_container_the_server_reads_may_be_sent_as_its_own_type(content_type):
+    """The body is the clip, whatever its registered type; its bytes decide what it is."""
+    parsed = parse(b"\x00\x00\x00\x18ftypmp42", content_type)
+    assert not parsed.several and parsed.entries[0].inline.startswith(b"\x00\x00\x00\x18ftyp")
+
+
 def test_a_huge_content_type_is_not_echoed_whole():
     error = error_of("hello", "text/" + "x" * 5000)
     assert error.status_code == 415 and len(error.message) < 300
