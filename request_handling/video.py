@@ -3,9 +3,10 @@
 A sampled frame is the one a player shows at the sampled time: the last frame whose presentation time is at or
 before it (the first frame before the first timestamp). Times are counted from the clip's first frame, whatever
 the container's start offset (an MPEG transport stream's is often 1.4 s); a frame's index is its place in
-presentation order, counted from the packets' timestamps whatever the decode order. Frames are shown as a player
-shows them: non-square pixels (anamorphic HDV, DVCPRO HD, DV) stretched to the picture's shape and rotation metadata
-applied, so width and height are the displayed ones.
+presentation order, counted from the packets' timestamps whatever the decode order; frames an edit list cuts, and
+those shown before the first frame that decodes (a stream starting inside a GOP), are not the clip's. Frames are
+shown as a player shows them: non-square pixels (anamorphic HDV, DVCPRO HD, DV) stretched to the picture's shape and
+rotation metadata applied, so width and height are the displayed ones.
 
 Only what the sampling needs is read and decoded:
 - where the container indexes every frame (MP4/MOV, MXF, AVI), a sampled time whose keyframe lies ahead of the
@@ -97,12 +98,18 @@ class SampledFrame:
 
 @dataclass(frozen=True)
 class FrameIndex:
-    """A container's index of every frame, in decode order: each frame's decode time, and the keyframes' decode
-    times and positions (in the stream's time base)."""
+    """A container's index of every frame, in decode order: each frame's decode time, the keyframes' decode times
+    and positions (in the stream's time base), and the positions of the frames an edit list cuts (decoded for the
+    frames after them, never shown: a clip trimmed without re-encoding starts inside a GOP)."""
 
     decode_times: list[int]
     keyframe_times: list[int]
     keyframe_positions: list[int]
+    cut: list[int]
+
+    def shown_before(self, position: int) -> int:
+        """How many frames before this position of the index are shown (not cut)."""
+        return position - bisect.bisect_left(self.cut, position)
 
 
 @dataclass(frozen=True)
@@ -193,10 +200,12 @@ class Video:
         self._skip_before: int | None = None  # non-reference frames shown before this time (time base) not decoded
         self._discard = "DEFAULT"
         self._keyframes_alone = False
+        self._never_shown = 0  # packets at the clip's start shown before its first frame, which never decode
         self._restart(anchor=0)
         first = self._peek()
         if first is None:
             raise bad_request(f"{self.source} is not a video this server can open (no decodable frame)")
+        self._never_shown = bisect.bisect_left(self._seen, self._origin)
         width, height = self._shown_width(first.frame.width), first.frame.height
         self._check_size(width, height)
         if ROTATIONS.get(round(first.frame.rotation), 0) % 2:
@@ -206,20 +215,23 @@ class Video:
         else:
             duration = max(0.0, (self.container.duration or 0) / pyav().time_base
                            - float((self._origin - (stream.start_time or self._origin)) * self.time_base))
-        self.info = ClipInfo(width, height, fps, duration, codec_name(stream), max(stream.frames, 0))
+        self._frame_count = max(stream.frames, 0) - (len(self._keyframes.cut) if self._keyframes else 0)
+        self.info = ClipInfo(width, height, fps, duration, codec_name(stream), self._frame_count)
 
     def _indexed_keyframes(self) -> FrameIndex | None:
         """The container's index, where it lists every frame; else None (the clip is read from the start)."""
         entries = self.stream.index_entries
         if not len(entries) or len(entries) != self.stream.frames:
             return None
-        decode_times, keyframe_times, keyframe_positions = [], [], []
+        decode_times, keyframe_times, keyframe_positions, cut = [], [], [], []
         for position, entry in enumerate(entries):
             decode_times.append(entry.timestamp)
             if entry.is_keyframe:
                 keyframe_times.append(entry.timestamp)
                 keyframe_positions.append(position)
-        return FrameIndex(decode_times, keyframe_times, keyframe_positions)
+            if entry.is_discard:
+                cut.append(position)
+        return FrameIndex(decode_times, keyframe_times, keyframe_positions, cut)
 
     # -- decoding, in presentation order, from the current position --
 
@@ -244,7 +256,7 @@ class Video:
                     self._read += 1
                     if packet.pts is None:
                         self._timed = False
-                    else:
+                    elif not packet.is_discard:  # a frame an edit list cuts is decoded, never shown
                         bisect.insort(self._seen, packet.pts)
                     if self._skip_before is not None:
                         self._discard_if_early(packet.pts)
@@ -275,9 +287,19 @@ class Video:
         if self._origin is None:
             self._origin = pts or 0
         if pts is None:  # no time at all: one interval after the frame before
-            pts = self._origin + round(self._interval / self.time_base) * (self._anchor + self._output)
-        index = self._anchor + (bisect.bisect_left(self._seen, pts) if self._timed else self._output)
+            pts = self._origin + round(self._interval / self.time_base) * (self._shown_anchor() + self._output)
+        # frames shown before the clip's first frame never decode (an open GOP's leading frames where the clip starts
+        # inside one, as a capture cut mid-stream does): they are not the clip's
+        shown_before = bisect.bisect_left(self._seen, pts) - bisect.bisect_left(self._seen, self._origin)
+        index = self._shown_anchor() + (shown_before if self._timed else self._output)
         return DecodedFrame(index, round(float((pts - self._origin) * self.time_base), 6), frame)
+
+    def _shown_anchor(self) -> int:
+        """How many shown frames precede the first packet read since the restart (those the index lists before it,
+        less the frames an edit list cuts and those at the clip's start that never decode)."""
+        if self._keyframes is None or self._anchor == 0:
+            return self._anchor
+        return self._keyframes.shown_before(self._anchor) - self._never_shown
 
     def _peek(self) -> DecodedFrame | None:
         """The next frame the decoder gives, not yet taken; None at the end of the clip."""
@@ -409,7 +431,9 @@ class Video:
 
     def _intra_frames(self, sampling: Sampling) -> Iterator[SampledFrame]:
         """An all-intra clip's sampled frames, each found in the index, read with one seek and decoded alone."""
-        times = [round(float((t - self._origin) * self.time_base), 6) for t in self._keyframes.decode_times]
+        cut = set(self._keyframes.cut)
+        positions = [p for p in range(len(self._keyframes.decode_times)) if p not in cut]  # the frames shown
+        times = [round(float((self._keyframes.decode_times[p] - self._origin) * self.time_base), 6) for p in positions]
         if sampling.every_n_frames is not None:
             wanted = (times[p] for p in range(0, len(times), sampling.every_n_frames)
                       if times[p] >= sampling.start - TIME_TOLERANCE and (
@@ -428,7 +452,7 @@ class Video:
                     f"{self.source} has no frame at {t:.3f} s (the clip ends at {end:.3f} s)"))
                 continue
             if shown is None or shown.index != position:
-                frame = self._intra_frame(position, times[position])
+                frame = self._intra_frame(position, positions[position], times[position])
                 if frame is None and sampling.timestamps is None:  # the file ends before it: one error for the rest
                     raise self._cut_short(t)
                 if frame is None:
@@ -437,22 +461,23 @@ class Video:
                 shown = frame
             yield shown
 
-    def _intra_frame(self, position: int, time: float) -> SampledFrame | None:
-        """One frame of an all-intra clip: a seek to it, its packet read and decoded; None when the file ends
-        before its packet (a clip cut short: the later frames' packets are missing too)."""
+    def _intra_frame(self, index: int, position: int, time: float) -> SampledFrame | None:
+        """Frame `index` of an all-intra clip, at `position` in the container's index: a seek to it, its packet read
+        and decoded; None when the file ends before its packet (a clip cut short: the later frames' packets are
+        missing too)."""
         self._seek(self._keyframes.decode_times[position])
         try:
             for packet in self.container.demux(self.stream):
                 for frame in packet.decode():
-                    return SampledFrame(position, time, self._rgb(DecodedFrame(position, time, frame)))
+                    return SampledFrame(index, time, self._rgb(DecodedFrame(index, time, frame)))
                 if not packet.size:
                     return None
         except RequestError:
             raise
         except unreadable():
             pass
-        return SampledFrame(position, time, error=bad_request(
-            f"{self.source}: frame {position} could not be decoded (the clip is cut short or damaged)"))
+        return SampledFrame(index, time, error=bad_request(
+            f"{self.source}: frame {index} could not be decoded (the clip is cut short or damaged)"))
 
     def _own_duration(self) -> bool:
         """Whether the container gives the video stream's own duration (MP4/MOV, MXF, AVI, MPEG-TS/PS, Ogg), not only
@@ -463,7 +488,7 @@ class Video:
         """When a frame that no decoded frame follows leaves the screen (s): one frame interval after it, or at the
         video's own duration where it is the last frame the container lists (a last frame held on screen)."""
         end = time + self._last_interval
-        if self.stream.frames == index + 1 and self._own_duration():
+        if self._frame_count == index + 1 and self._own_duration():
             return max(end, self.info.duration)
         return end
 
@@ -502,7 +527,7 @@ class Video:
             reached = sampling.start
             if self._seen:  # the last packet read, shown or not
                 last = float((self._seen[-1] - self._origin) * self.time_base)
-                reached = self._shown_until(self._anchor + len(self._seen) - 1, last)
+                reached = self._shown_until(self._shown_anchor() + len(self._seen) - 1, last)
             if self._cut_short_at(reached):
                 raise self._cut_short(reached)
 

@@ -10,7 +10,16 @@ import subprocess
 import numpy as np
 import pytest
 from helpers import USER_BUCKET
-from helpers.clips import cut_short, encode, frame_times, keyframe_indices, require_ffmpeg, sampled, shown_at
+from helpers.clips import (
+    cut_short,
+    encode,
+    frame_count,
+    frame_times,
+    keyframe_indices,
+    require_ffmpeg,
+    sampled,
+    shown_at,
+)
 from helpers.toolkit import Toolkit
 
 from request_handling.media import RANGED_READ_AHEAD, fetch_media, is_clip_name, video_container
@@ -205,6 +214,46 @@ def test_camcorder_files_are_clips_by_name_and_raw_dv_by_its_bytes(tmp_path):
     assert [f.index for f in at_rate] == [shown_at(times, k / 2) for k in range(4)]
     assert [f.index for f in every_tenth] == [0, 10, 20, 30, 40]
     assert all(f.error is None and f.pixels.shape == (576, 768, 3) for f in at_rate + every_tenth)
+
+
+# name: (source file, codec, pixel format, extra options); each 320x240 (x264's frame types for this picture
+# leave the MPEG-TS cut two leading frames), cut at 1.3 s by `ffmpeg -ss 1.3 -c copy`
+TRIMMED = {
+    "H.264 in MP4, an edit list into a GOP": ("h264.mp4", "libx264", "yuv420p", ("-bf", "2", "-g", "25")),
+    "ProRes in MOV, an edit list": ("prores.mov", "prores_ks", "yuv422p10le", ()),
+    "H.264 open GOPs in MPEG-TS, starting inside one": (
+        "open-gop.ts", "libx264", "yuv420p", ("-bf", "3", "-g", "25", "-x264-params", "open-gop=1")),
+    "MPEG-2 in MPEG-PS, starting inside a GOP": ("mpeg2.mpg", "mpeg2video", "yuv420p", ("-bf", "2", "-g", "12")),
+    "MPEG-4 in AVI, starting inside a GOP (its index seeks)": ("mpeg4.avi", "mpeg4", "yuv420p", ("-bf", "2", "-g", "24")),
+}
+
+
+@pytest.mark.parametrize("name", list(TRIMMED))
+def test_a_clip_trimmed_without_re_encoding_answers_the_frames_it_shows(tmp_path, name):
+    """Trimmed without re-encoding, as editors and `ffmpeg -c copy` cut: an MP4/MOV keeps the frames before the cut
+    that the ones after it need, hidden by an edit list; a transport or program stream starts inside a GOP, its first
+    frames undecodable. Neither kind of frame is the clip's: every sampling answers ffprobe's frames, with the pixels
+    of decoding every frame."""
+    require_ffmpeg()
+    file, codec, pix_fmt, options = TRIMMED[name]
+    source = encode(tmp_path / file, codec=codec, width=320, height=240, rate="25", seconds=4, pix_fmt=pix_fmt,
+                    options=options)
+    clip = tmp_path / f"trimmed-{file}"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-ss", "1.3", "-i", str(source), "-c", "copy", str(clip)],
+                   check=True, timeout=120)
+    times, keys = frame_times(clip), keyframe_indices(clip)
+    every = sampled(clip, every_n_frames=1)
+    assert [f.index for f in every] == list(range(frame_count(clip)))
+    assert [f.time for f in every[:len(times)]] == pytest.approx(times, abs=1e-3)
+    times = [f.time for f in every]  # with the last frame ffprobe gives no time (MPEG-PS's, AVI's)
+    wanted = (0.3, 1.0, 1.64)
+    at_rate = [shown_at(times, k / 2) for k in range(10) if k / 2 < times[-1] + 0.04 - 1e-6]  # to the last frame's end
+    for frames, indices in ((sampled(clip, sample_fps=2), at_rate),
+                            (sampled(clip, timestamps=wanted), [shown_at(times, t) for t in wanted]),
+                            (sampled(clip, keyframes=True), keys),
+                            (sampled(clip, keyframes=True, start=1.0), [k for k in keys if times[k] >= 1.0])):
+        assert [f.index for f in frames] == indices
+        assert all(f.error is None and np.array_equal(f.pixels, every[f.index].pixels) for f in frames)
 
 
 def test_an_s3_master_is_read_by_ranges_only_where_it_is_sampled(s3_server, tmp_path):

@@ -107,6 +107,14 @@ def frame_times(path: Path) -> list[float]:
     return [time for time, _ in probed_frames(path)]
 
 
+def frame_count(path: Path) -> int:
+    """How many frames ffprobe decodes, those it gives no time too (an MPEG-PS clip's last, for one)."""
+    run = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+                          "stream=nb_read_frames", "-of", "csv=p=0", str(path)],
+                         check=True, capture_output=True, text=True, timeout=300)
+    return int(run.stdout.split()[0].strip(","))  # a transport stream lists its stream again in its program
+
+
 def keyframe_indices(path: Path) -> list[int]:
     """The presentation-order indices of the keyframes, as ffprobe reports them."""
     return [index for index, (_, key) in enumerate(probed_frames(path)) if key]
