@@ -200,6 +200,7 @@ class Video:
         self._skip_before: int | None = None  # non-reference frames shown before this time (time base) not decoded
         self._discard = "DEFAULT"
         self._keyframes_alone = False
+        self._keyframe_times: set[int] = set()  # the presentation times of the keyframe packets read
         self._never_shown = 0  # packets at the clip's start shown before its first frame, which never decode
         self._restart(anchor=0)
         first = self._peek()
@@ -258,6 +259,8 @@ class Video:
                         self._timed = False
                     elif not packet.is_discard:  # a frame an edit list cuts is decoded, never shown
                         bisect.insort(self._seen, packet.pts)
+                        if packet.is_keyframe:
+                            self._keyframe_times.add(packet.pts)
                     if self._skip_before is not None:
                         self._discard_if_early(packet.pts)
                 if not self._keyframes_alone:
@@ -508,9 +511,11 @@ class Video:
     def _in_order(self, sampling: Sampling) -> Iterator[SampledFrame]:
         """Frames 0, n, 2n … of the clip (counted from its first frame), or its keyframes, from start to end, at
         most max_frames."""
-        # keyframes are decoded alone: given only keyframes in a row, FFmpeg's H.264 decoder orders an open GOP's
-        # I-frames wrong and loses one. Frames already in the decoder still come out: `key_frame` tells them. A clip
-        # whose frames are counted has every frame decoded, so that each keyframe keeps its place.
+        # keyframes are the frames of the packets the container (or FFmpeg's parser) flags as such (some decoders flag
+        # none: QuickTime Animation's), each decoded alone: given only keyframes in a row, FFmpeg's H.264 decoder
+        # orders an open GOP's I-frames wrong and loses one. Frames decoded before still come out, and are told apart
+        # by their times. A clip whose frames are counted has every frame decoded, so that each keyframe keeps its
+        # place; there the decoder's flag tells them.
         self._keyframes_alone = sampling.keyframes and not self._counted
         if sampling.start > 0:
             self._seek_ahead(sampling.start)
@@ -519,8 +524,11 @@ class Video:
             self._take()
             if sampling.end is not None and frame.time >= sampling.end - TIME_TOLERANCE:
                 return
-            if frame.time >= sampling.start - TIME_TOLERANCE and (frame.frame.key_frame if sampling.keyframes else
-                                                                  frame.index % sampling.every_n_frames == 0):
+            if sampling.keyframes:
+                wanted = frame.frame.pts in self._keyframe_times if self._keyframes_alone else frame.frame.key_frame
+            else:
+                wanted = frame.index % sampling.every_n_frames == 0
+            if wanted and frame.time >= sampling.start - TIME_TOLERANCE:
                 count += 1
                 yield SampledFrame(frame.index, frame.time, self._rgb(frame))
         if count < sampling.max_frames and self._timed:  # nothing decodes past here: the clip's end, or cut short

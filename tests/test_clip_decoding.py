@@ -177,6 +177,20 @@ def test_keyframes_of_open_gops_are_each_answered_with_their_pixels(tmp_path, su
     assert all(np.array_equal(f.pixels, every[f.index].pixels) for f in frames)
 
 
+def test_keyframes_are_the_containers_where_the_decoder_flags_none(tmp_path):
+    """QuickTime Animation (motion graphics with alpha, as stock overlays come): its MOV's sync samples are every
+    12th frame, and FFmpeg's decoder flags no frame as a keyframe; the keyframes answered are the sync samples, with
+    the pixels of decoding every frame."""
+    require_ffmpeg()
+    clip = encode(tmp_path / "animation.mov", codec="qtrle", width=320, height=240, rate="25", seconds=2,
+                  pix_fmt="argb", options=("-g", "12"))
+    flags = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=flags",
+                            "-of", "csv=p=0", str(clip)], check=True, capture_output=True, text=True).stdout.split()
+    frames, every = sampled(clip, keyframes=True), sampled(clip, every_n_frames=1)
+    assert [f.index for f in frames] == [n for n, flag in enumerate(flags) if "K" in flag] == [0, 12, 24, 36, 48]
+    assert all(np.array_equal(f.pixels, every[f.index].pixels) for f in frames)
+
+
 @pytest.mark.parametrize("suffix", [".avi", ".asf"])
 def test_keyframes_of_h264_with_b_frames_in_avi_and_asf_are_counted_in_place(tmp_path, suffix):
     """Such a clip's frames are counted, not timed: each keyframe keeps its place among all the frames."""
