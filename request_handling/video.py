@@ -524,8 +524,10 @@ class Video:
             self._take()
             if sampling.end is not None and frame.time >= sampling.end - TIME_TOLERANCE:
                 return
-            if sampling.keyframes:
-                wanted = frame.frame.pts in self._keyframe_times if self._keyframes_alone else frame.frame.key_frame
+            if sampling.keyframes and self._keyframes_alone and frame.frame.pts is not None:
+                wanted = frame.frame.pts in self._keyframe_times
+            elif sampling.keyframes:
+                wanted = frame.frame.key_frame
             else:
                 wanted = frame.index % sampling.every_n_frames == 0
             if wanted and frame.time >= sampling.start - TIME_TOLERANCE:
@@ -535,7 +537,8 @@ class Video:
             reached = sampling.start
             if self._seen:  # the last packet read, shown or not
                 last = float((self._seen[-1] - self._origin) * self.time_base)
-                reached = self._shown_until(self._shown_anchor() + len(self._seen) - 1, last)
+                shown = len(self._seen) - bisect.bisect_left(self._seen, self._origin)
+                reached = self._shown_until(self._shown_anchor() + shown - 1, last)
             if self._cut_short_at(reached):
                 raise self._cut_short(reached)
 
