@@ -31,8 +31,8 @@ VIDEO_MAGIC = {b"\x1a\x45\xdf\xa3": "Matroska/WebM", b"\x00\x00\x01\xba": "MPEG 
                b"\x06\x0e\x2b\x34": "MXF", b"FLV\x01": "FLV", b"OggS": "Ogg", b"\x30\x26\xb2\x75": "ASF/WMV"}
 RANGED_READ_AHEAD = (256 * 1024, 16 * 1024 * 1024)  # bytes: the first range after a seek, the largest
 # The names a listing picks (python -m detect's folders and S3 prefixes, deploy batch --clips); what a picked file
-# is, is still told by its bytes. Clips: MP4/MOV, Matroska/WebM, AVCHD, HDV and other MPEG-TS, MPEG-PS (DVDs, JVC
-# camcorders' .mod/.tod), AVI, MXF, FLV, Ogg, ASF, a DV camcorder's raw DV.
+# is, is still told by its bytes. Clips: MP4/MOV, Matroska/WebM, AVCHD, HDV, JVC's .tod and other MPEG-TS, MPEG-PS
+# (DVDs, JVC's .mod), AVI, MXF, FLV, Ogg, ASF, a DV camcorder's raw DV.
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".qt", ".3gp", ".webm", ".mkv", ".mts", ".m2ts", ".m2t", ".ts", ".mpg",
                   ".mpeg", ".vob", ".mod", ".tod", ".avi", ".mxf", ".flv", ".ogv", ".wmv", ".asf", ".dv"}
