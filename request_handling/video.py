@@ -216,8 +216,8 @@ class Video:
         else:
             duration = max(0.0, (self.container.duration or 0) / pyav().time_base
                            - float((self._origin - (stream.start_time or self._origin)) * self.time_base))
-        self._frame_count = max(stream.frames, 0) - (len(self._keyframes.cut) if self._keyframes else 0)
-        self.info = ClipInfo(width, height, fps, duration, codec_name(stream), self._frame_count)
+        frame_count = max(stream.frames, 0) - (len(self._keyframes.cut) if self._keyframes else 0)
+        self.info = ClipInfo(width, height, fps, duration, codec_name(stream), frame_count)
 
     def _indexed_keyframes(self) -> FrameIndex | None:
         """The container's index, where it lists every frame; else None (the clip is read from the start)."""
@@ -491,7 +491,7 @@ class Video:
         """When a frame that no decoded frame follows leaves the screen (s): one frame interval after it, or at the
         video's own duration where it is the last frame the container lists (a last frame held on screen)."""
         end = time + self._last_interval
-        if self._frame_count == index + 1 and self._own_duration():
+        if self.info.frame_count == index + 1 and self._own_duration():
             return max(end, self.info.duration)
         return end
 
