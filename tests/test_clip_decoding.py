@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from helpers import USER_BUCKET
 from helpers.clips import (
+    copied,
     cut_short,
     encode,
     frame_count,
@@ -147,9 +148,7 @@ def test_an_all_intra_master_cut_short_answers_the_frames_it_has_and_one_error_f
 def test_h264_copied_from_mp4_into_avi_answers_the_frames_of_the_mp4(tmp_path):
     """AVI has no presentation times: ffmpeg stamps the copied frames in decode order, and in half frames."""
     mp4 = encode(tmp_path / "b-frames.mp4", rate="10", seconds=4, options=("-bf", "2"))
-    avi = tmp_path / "copied.avi"
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(mp4), "-c", "copy", str(avi)], check=True,
-                   timeout=120)
+    avi = copied(mp4, tmp_path / "copied.avi")
     ours, theirs = sampled(avi, sample_fps=3), sampled(mp4, sample_fps=3)
     assert len(ours) == 12 and [(f.index, f.time) for f in ours] == [(f.index, f.time) for f in theirs]
     assert all(np.array_equal(a.pixels, b.pixels) for a, b in zip(ours, theirs))
@@ -252,9 +251,7 @@ def test_a_clip_trimmed_without_re_encoding_answers_the_frames_it_shows(tmp_path
     file, codec, pix_fmt, options = TRIMMED[name]
     source = encode(tmp_path / file, codec=codec, width=320, height=240, rate="25", seconds=4, pix_fmt=pix_fmt,
                     options=options)
-    clip = tmp_path / f"trimmed-{file}"
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-ss", "1.3", "-i", str(source), "-c", "copy", str(clip)],
-                   check=True, timeout=120)
+    clip = copied(source, tmp_path / f"trimmed-{file}", start=1.3)
     times, keys = frame_times(clip), keyframe_indices(clip)
     every = sampled(clip, every_n_frames=1)
     assert [f.index for f in every] == list(range(frame_count(clip)))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from helpers import USER_BUCKET
 from helpers.clips import (
+    copied,
     cut_short,
     encode,
     frame_times,
@@ -95,7 +96,6 @@ def test_every_nth_frame_timestamps_start_end_and_max_frames(clips):
 def test_a_sampled_frame_matches_ffmpegs_own_decode_of_it(clips, tmp_path):
     frame = sampled(clips["h264"], timestamps=(2.0,))[0]
     png = tmp_path / "frame.png"
-    import subprocess
     subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(clips["h264"]), "-vf",
                     f"select=eq(n\\,{frame.index})", "-frames:v", "1", str(png)], check=True, timeout=120)
     theirs = np.asarray(Image.open(png).convert("RGB")).astype(int)
@@ -144,9 +144,7 @@ def test_an_anamorphic_clip_is_detected_as_a_player_shows_it(tmp_path, name, sho
 def test_a_containers_aspect_ratio_comes_before_the_codecs(clips, tmp_path):
     """A MOV whose track says square pixels over a bitstream that says 3:2 is shown square, as ffprobe reads it."""
     stretched = encode(tmp_path / "stretched.mp4", width=480, height=360, seconds=1, filters="setsar=3/2")
-    square = tmp_path / "square.mov"
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(stretched), "-c", "copy", "-aspect", "480:360",
-                    str(square)], check=True, timeout=120)
+    square = copied(stretched, tmp_path / "square.mov", "-aspect", "480:360")
     assert Video(stretched, "stretched.mp4", Settings().max_image_pixels).info.width == 720
     assert Video(square, "square.mov", Settings().max_image_pixels).info.width == 480
 

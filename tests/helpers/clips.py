@@ -48,6 +48,15 @@ def rotated(source: Path, out: Path) -> Path:
     return out
 
 
+def copied(source: Path, out: Path, *options: str, start: float | None = None) -> Path:
+    """The clip's packets copied into `out`'s container (`ffmpeg -c copy`), from `start` s when given (a trim without
+    re-encoding, as editors make), with further output options."""
+    trim = ("-ss", str(start)) if start is not None else ()
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", *trim, "-i", str(source), "-c", "copy", *options, str(out)],
+                   check=True, timeout=120)
+    return out
+
+
 def with_sound(source: Path, out: Path, seconds: float) -> Path:
     """The clip's frames (copied) with a sound track of `seconds` (a tone, AAC) beside them, as footage carries it."""
     subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(source), "-f", "lavfi", "-i",
